@@ -1,0 +1,292 @@
+"""The headless command line over the same engine the dashboard uses.
+
+Every subcommand has ``--help`` and ``--json``; a user error prints one sentence and exits 2.
+Heavy modules (TensorFlow) are imported inside the handlers so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human-readable ``text``."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=_json_default))
+    else:
+        print(text)
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _store(args: argparse.Namespace):
+    from core.store import RunStore
+
+    return RunStore(args.home)
+
+
+# ---------------------------------------------------------------- data
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from core.datasets import list_builtin
+
+    infos = list_builtin()
+    rows = [
+        f"builtin:{i.name:<22} {i.description}" + ("  (downloads once)" if i.needs_download else "")
+        for i in infos
+    ]
+    _print(args, [i.to_dict() for i in infos], "\n".join(rows))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from core.config import SplitConfig
+    from core.datasets import health_report, load_dataset
+
+    split = SplitConfig(
+        val_fraction=args.val_split,
+        test_fraction=args.test_split,
+        seed=args.seed,
+        limit_per_class=args.limit_per_class,
+    )
+    report = health_report(load_dataset(args.source, split, home=args.home))
+    _print(args, report.to_dict(), report.to_text())
+    return 0
+
+
+# ---------------------------------------------------------------- models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from core.models import list_models
+
+    infos = list_models()
+    text = "\n".join(f"{m.name:<28} {m.kind:<9} {m.description}" for m in infos)
+    _print(args, [m.to_dict() for m in infos], text)
+    return 0
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _train_config(args: argparse.Namespace):
+    from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
+
+    return TrainConfig(
+        data=args.data,
+        split=SplitConfig(
+            val_fraction=args.val_split,
+            test_fraction=args.test_split,
+            seed=args.seed,
+            limit_per_class=args.limit_per_class,
+        ),
+        model=ModelSpec(name=args.model, alpha=args.alpha, fine_tune_layers=args.fine_tune_layers,
+                        fine_tune_epochs=args.fine_tune_epochs),
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        augment=AugmentConfig.preset(args.augment),
+        early_stopping_patience=args.early_stopping,
+        class_weights=args.class_weights,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        use_feature_cache=not args.no_feature_cache,
+        name=args.name or "",
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.training import train_to_completion
+
+    store = _store(args)
+    config = _train_config(args)
+    progress = None if args.json or args.quiet else _print_progress
+    summary = train_to_completion(config, store, on_progress=progress)
+    if args.json:
+        _print(args, summary, "")
+    else:
+        test = summary.get("test") or {}
+        print(
+            f"run {summary['run_id']}: {summary['status']}"
+            + (f" - test accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}" if test else "")
+            + (f" ({summary['message']})" if summary.get("message") else "")
+        )
+    return 0 if summary["status"] == "finished" else 1
+
+
+def _print_progress(snapshot: Any) -> None:
+    h = snapshot.history
+    if h.get("loss"):
+        line = f"epoch {snapshot.epoch}/{snapshot.epochs_total}  loss {h['loss'][-1]:.4f}"
+        if h.get("accuracy"):
+            line += f"  acc {h['accuracy'][-1]:.3f}"
+        if h.get("val_loss"):
+            line += f"  val_loss {h['val_loss'][-1]:.4f}  val_acc {h['val_accuracy'][-1]:.3f}"
+        print(line, file=sys.stderr, flush=True)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    store = _store(args)
+    record = store.get(args.run_id)
+    if record is None:
+        raise UserError(f"There is no run '{args.run_id}': `python -m core runs` lists them.")
+    if not record.result:
+        raise UserError(f"Run {args.run_id} has no test results (its status is {record.status}).")
+    r = record.result
+    text = [f"run {record.run_id} ({record.name}) - {record.status}"]
+    for key in ("accuracy", "precision", "recall", "f1", "macro_f1"):
+        if key in r:
+            text.append(f"  {key:<10} {r[key]:.4f}")
+    for row in r.get("per_class", []):
+        text.append(
+            f"  {row['label']:<16} precision {row['precision']:.3f}  recall {row['recall']:.3f}"
+            f"  f1 {row['f1']:.3f}  n={row['support']}"
+        )
+    _print(args, {"run_id": record.run_id, "status": record.status, **r}, "\n".join(text))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from core.images import decode_image
+    from core.inference import Predictor
+
+    predictor = Predictor.from_run(_store(args), args.run_id)
+    out = []
+    for name in args.images:
+        try:
+            img = decode_image(Path(name), channels=None)
+        except UserError as err:
+            out.append({"file": name, "error": str(err)})
+            continue
+        top = predictor.top_k(img, k=args.top)
+        out.append({"file": name, "top": [{"label": lab, "probability": p} for lab, p in top]})
+    text = "\n".join(
+        f"{o['file']}: " + (o["error"] if "error" in o else ", ".join(f"{t['label']} {t['probability']:.3f}" for t in o["top"]))
+        for o in out
+    )
+    _print(args, out, text)
+    return 0 if all("error" not in o for o in out) else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    records = _store(args).list()
+    rows = []
+    for r in records:
+        acc = (r.result or {}).get("accuracy")
+        rows.append(
+            f"{r.run_id}  {r.status:<11} {r.config.model.name:<26} {r.config.data:<30} "
+            + (f"acc {acc:.3f}" if acc is not None else "")
+        )
+    _print(args, [r.to_dict() for r in records], "\n".join(rows) or "no runs yet")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.export import export_run
+
+    report = export_run(_store(args), args.run_id, args.format, Path(args.out))
+    _print(
+        args,
+        report,
+        f"wrote {report['path']} ({report['format']}); reloaded and checked: max abs difference "
+        f"{report['max_abs_diff']:.2e} on {report['checked_images']} images",
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="CNN Lab from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.add_argument("--home", default=None, help="CNN Lab's data folder (default $CNNLAB_HOME or ~/.cnnlab)")
+        p.set_defaults(handler=handler)
+        return p
+
+    def add_split(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--val-split", type=float, default=0.15, help="share of images for validation")
+        p.add_argument("--test-split", type=float, default=0.15, help="share of images for the test")
+        p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images a class")
+        p.add_argument("--seed", type=int, default=0, help="seed for the split and training")
+
+    add(sub_name := "datasets", cmd_datasets, "List the built-in datasets.")
+    p = add("inspect", cmd_inspect, "Print the health report of a dataset (builtin:NAME, a folder or a zip).")
+    p.add_argument("source")
+    add_split(p)
+
+    add("models", cmd_models, "List the architectures (scratch presets, custom, transfer backbones).")
+
+    p = add("train", cmd_train, "Train a model and evaluate it on the test split.")
+    p.add_argument("--data", required=True, help="builtin:NAME, a folder or a zip")
+    p.add_argument("--model", default="tiny", help="a name from `python -m core models`")
+    p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width (0.35, 0.5, 1.0)")
+    p.add_argument("--fine-tune-layers", type=int, default=0, help="transfer: unfreeze the top N backbone layers")
+    p.add_argument("--fine-tune-epochs", type=int, default=0, help="transfer: epochs of the fine-tuning phase")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "nadam", "rmsprop", "sgd"])
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--augment", default="none", help="none, light, standard or strong")
+    p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE", help="0 = off")
+    p.add_argument("--class-weights", action="store_true", help="weight classes by their counts")
+    p.add_argument("--deterministic", action="store_true", help="deterministic ops (repeatable histories)")
+    p.add_argument("--no-feature-cache", action="store_true", help="transfer: run the backbone every epoch")
+    p.add_argument("--name", default=None, help="a name for the run")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+    add_split(p)
+
+    p = add("evaluate", cmd_evaluate, "Show a run's test metrics.")
+    p.add_argument("run_id")
+    p = add("predict", cmd_predict, "Classify image files with a run's model.")
+    p.add_argument("run_id")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3)
+    add("runs", cmd_runs, "List the runs in the store.")
+    p = add("export", cmd_export, "Export a run's model and check the export reloads with equal predictions.")
+    p.add_argument("run_id")
+    p.add_argument("--format", required=True, choices=["keras", "savedmodel", "tflite", "tflite-int8"])
+    p.add_argument("--out", required=True)
+    del sub_name
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
