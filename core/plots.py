@@ -1,0 +1,206 @@
+"""Plotly figure builders: pure functions from plain data to ``go.Figure`` (no streamlit, no TensorFlow).
+
+Every builder takes ``teacher_mode``: big fonts and thick lines for a projector. Layouts are stable
+(fixed heights, ``uirevision``) so a chart redrawn every second by a polling fragment keeps the
+user's zoom and does not jump.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.curves import Onset
+
+TRAIN_COLOR = "#2563eb"  # blue: training
+VAL_COLOR = "#ea580c"  # orange: validation (blue/orange stays distinct for colour-blind readers)
+BEST_COLOR = "#16a34a"
+REGION_COLOR = "rgba(220, 38, 38, 0.12)"
+SPLIT_COLORS = {"train": TRAIN_COLOR, "val": VAL_COLOR, "test": "#7c3aed"}
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+MAX_BATCH_POINTS = 300
+
+
+def style(fig: go.Figure, teacher_mode: bool = False, height: int | None = None) -> go.Figure:
+    """Readable fonts, a clean template and a stable layout; bigger everything in teacher mode."""
+    base = 20 if teacher_mode else 14
+    fig.update_layout(
+        template="plotly_white",
+        font={"size": base},
+        title_font={"size": base + 4},
+        legend={"font": {"size": base}, "orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        hoverlabel={"font": {"size": base}},
+        margin={"l": 60, "r": 20, "t": 70 if teacher_mode else 60, "b": 50},
+        uirevision="keep",
+    )
+    if height:
+        fig.update_layout(height=int(height * (1.25 if teacher_mode else 1)))
+    fig.update_xaxes(title_font={"size": base}, tickfont={"size": base - 2}, gridcolor="#e5e7eb")
+    fig.update_yaxes(title_font={"size": base}, tickfont={"size": base - 2}, gridcolor="#e5e7eb")
+    return fig
+
+
+def line_width(teacher_mode: bool) -> float:
+    """Line width for the main series."""
+    return 5.0 if teacher_mode else 2.5
+
+
+def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int = MAX_BATCH_POINTS) -> tuple[list[float], list[float]]:
+    """At most ``max_points`` points by averaging equal bins (keeps the trend, drops per-batch noise)."""
+    pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None and math.isfinite(float(y))]
+    if len(pairs) <= max_points:
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    size = len(pairs) / max_points
+    out_x, out_y = [], []
+    for b in range(max_points):
+        chunk = pairs[int(b * size) : int((b + 1) * size)] or [pairs[min(int(b * size), len(pairs) - 1)]]
+        out_x.append(chunk[-1][0])  # the bin's last x, so the line ends exactly at the newest batch
+        out_y.append(sum(p[1] for p in chunk) / len(chunk))
+    return out_x, out_y
+
+
+def _epochs(values: Sequence[float] | None) -> tuple[list[int], list[float | None]]:
+    """Epoch numbers (1-based) and values, NaN shown as gaps."""
+    vals = [None if v is None or not math.isfinite(float(v)) else float(v) for v in (values or [])]
+    return list(range(1, len(vals) + 1)), vals
+
+
+def training_curves(
+    history: Mapping[str, Sequence[float]],
+    batch_history: Sequence[Mapping[str, float]] | None = None,
+    onset: Onset | None = None,
+    epoch_marker: float | None = None,
+    teacher_mode: bool = False,
+) -> go.Figure:
+    """Loss and accuracy side by side, training vs validation, with the overfitting onset marked."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
+                        horizontal_spacing=0.1)
+    width = line_width(teacher_mode)
+    for col, metric in ((1, "loss"), (2, "accuracy")):
+        if batch_history:
+            xs, ys = downsample([b.get("x", 0.0) for b in batch_history], [b.get(metric) for b in batch_history])
+            if xs:
+                fig.add_trace(go.Scatter(
+                    x=xs, y=ys, mode="lines", name="training (per batch)", legendgroup="batch",
+                    showlegend=col == 1, line={"color": TRAIN_COLOR, "width": max(1.0, width / 2.5)}, opacity=0.35,
+                    hovertemplate=f"epoch %{{x:.2f}}<br>training {metric} (batch) %{{y:.4f}}<extra></extra>",
+                ), row=1, col=col)
+        for prefix, label, color, dash in (("", "training", TRAIN_COLOR, "solid"), ("val_", "validation", VAL_COLOR, "dash")):
+            xs, ys = _epochs(history.get(prefix + metric))
+            if xs:
+                fig.add_trace(go.Scatter(
+                    x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label, showlegend=col == 1,
+                    line={"color": color, "width": width, "dash": dash}, marker={"size": width * 2.4},
+                    hovertemplate=f"epoch %{{x}}<br>{label} {metric} %{{y:.4f}}<extra></extra>",
+                ), row=1, col=col)
+    if onset is not None:
+        _mark_onset(fig, onset, teacher_mode)
+    if epoch_marker is not None:
+        fig.add_vline(x=epoch_marker, line={"color": "#6b7280", "width": 1.5, "dash": "dot"}, row="all", col="all")
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    style(fig, teacher_mode, height=420)
+    fig.update_annotations(font_size=(22 if teacher_mode else 15))
+    return fig
+
+
+def _mark_onset(fig: go.Figure, onset: Onset, teacher_mode: bool) -> None:
+    """The best epoch as a green line; the divergence region as a red band."""
+    if onset.region:
+        start, end = onset.region
+        fig.add_vrect(x0=start, x1=max(end, start + 0.5), fillcolor=REGION_COLOR, line_width=0, layer="below",
+                      row="all", col="all")
+        fig.add_annotation(x=(start + max(end, start + 0.5)) / 2, y=0.98, xref="x", yref="paper",
+                           text="overfitting", showarrow=False,
+                           font={"color": "#b91c1c", "size": 20 if teacher_mode else 13})
+    fig.add_vline(x=onset.best_epoch, line={"color": BEST_COLOR, "width": 3 if teacher_mode else 2, "dash": "dash"},
+                  row="all", col="all")
+    fig.add_annotation(x=onset.best_epoch, y=1.0, xref="x", yref="paper", yanchor="bottom",
+                       text=f"lowest validation loss (epoch {onset.best_epoch})", showarrow=False,
+                       font={"color": BEST_COLOR, "size": 18 if teacher_mode else 12})
+
+
+def learning_rate_chart(history: Mapping[str, Sequence[float]], teacher_mode: bool = False) -> go.Figure:
+    """The learning rate per epoch (log scale when it changes by more than 10x)."""
+    xs, ys = _epochs(history.get("lr"))
+    fig = go.Figure(go.Scatter(
+        x=xs, y=ys, mode="lines+markers", name="learning rate", line={"color": "#0f766e", "width": line_width(teacher_mode)},
+        hovertemplate="epoch %{x}<br>learning rate %{y:.2e}<extra></extra>",
+    ))
+    finite = [y for y in ys if y]
+    if finite and max(finite) / max(min(finite), 1e-12) > 10:
+        fig.update_yaxes(type="log")
+    fig.update_layout(title="Learning rate", showlegend=False)
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(title_text="step size", exponentformat="e")
+    return style(fig, teacher_mode, height=260)
+
+
+def split_counts_chart(counts: Mapping[str, Mapping[str, int]], teacher_mode: bool = False) -> go.Figure:
+    """Images per class, one bar per split (``counts[split][class]``), stacked."""
+    fig = go.Figure()
+    classes: list[str] = []
+    for per_class in counts.values():
+        classes.extend(c for c in per_class if c not in classes)
+    for split, per_class in counts.items():
+        fig.add_trace(go.Bar(
+            x=classes, y=[per_class.get(c, 0) for c in classes], name=SPLIT_NAMES.get(split, split),
+            marker_color=SPLIT_COLORS.get(split), hovertemplate="%{x}<br>%{y} images<extra>" + SPLIT_NAMES.get(split, split) + "</extra>",
+        ))
+    fig.update_layout(barmode="stack", title="Images per class and split")
+    fig.update_xaxes(title_text="class", type="category")
+    fig.update_yaxes(title_text="images")
+    return style(fig, teacher_mode, height=380)
+
+
+def size_chart(top_sizes: Sequence[Mapping[str, Any]], teacher_mode: bool = False) -> go.Figure:
+    """The commonest image sizes (``[{"size": "WxH", "count": n}, ...]``) as a bubble chart of width vs height."""
+    points = []
+    for entry in top_sizes:
+        w, _, h = str(entry.get("size", "")).partition("x")
+        if w.isdigit() and h.isdigit():
+            points.append((int(w), int(h), int(entry.get("count", 0))))
+    biggest = max((p[2] for p in points), default=1) or 1
+    fig = go.Figure(go.Scatter(
+        x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", customdata=[p[2] for p in points],
+        marker={"size": [12 + 36 * math.sqrt(p[2] / biggest) for p in points], "color": TRAIN_COLOR, "opacity": 0.6},
+        hovertemplate="%{x} × %{y} pixels<br>%{customdata} images<extra></extra>",
+    ))
+    fig.update_layout(title="Image sizes (width × height)", showlegend=False)
+    fig.update_xaxes(title_text="width (pixels)", rangemode="tozero")
+    fig.update_yaxes(title_text="height (pixels)", rangemode="tozero")
+    return style(fig, teacher_mode, height=340)
+
+
+def pixel_histogram_chart(pixel_stats: Mapping[str, Any], teacher_mode: bool = False) -> go.Figure:
+    """How bright the pixels are, per channel (share of pixels per brightness bin, 0 = black, 255 = white)."""
+    hist = pixel_stats.get("histogram") or {}
+    edges = list(hist.get("bin_edges") or [])
+    colors = {"red": "#dc2626", "green": "#16a34a", "blue": "#2563eb", "gray": "#475569"}
+    fig = go.Figure()
+    for name, counts in zip(pixel_stats.get("channel_names") or [], hist.get("counts") or []):
+        total = sum(counts) or 1
+        centers = [(edges[i] + edges[i + 1]) / 2 for i in range(min(len(counts), len(edges) - 1))]
+        fig.add_trace(go.Scatter(
+            x=centers, y=[c / total for c in counts[: len(centers)]], mode="lines", name=name,
+            line={"color": colors.get(name), "width": line_width(teacher_mode), "shape": "hvh"},
+            hovertemplate=f"{name} %{{x:.0f}}<br>%{{y:.1%}} of pixels<extra></extra>",
+        ))
+    fig.update_layout(title="Pixel brightness per channel")
+    fig.update_xaxes(title_text="brightness (0 = black, 255 = white)", range=[0, 256])
+    fig.update_yaxes(title_text="share of pixels", tickformat=".0%", rangemode="tozero")
+    return style(fig, teacher_mode, height=320)
+
+
+def category_bars(counts: Mapping[str, int], title: str, x_title: str, teacher_mode: bool = False) -> go.Figure:
+    """A simple bar chart of counts per category (channels, formats, skip reasons, ...)."""
+    fig = go.Figure(go.Bar(x=[str(k) for k in counts], y=list(counts.values()), marker_color=TRAIN_COLOR,
+                           hovertemplate="%{x}<br>%{y} images<extra></extra>"))
+    fig.update_layout(title=title, showlegend=False)
+    fig.update_xaxes(title_text=x_title, type="category")
+    fig.update_yaxes(title_text="images")
+    return style(fig, teacher_mode, height=300)

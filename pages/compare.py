@@ -1,0 +1,257 @@
+"""Compare: two or more runs side by side - scores, size, speed, curves, confusion matrices, disagreements.
+
+By default the latest scratch CNN and the latest transfer-learning run on the same dataset, the
+comparison a student makes first. A warning appears when the runs were not tested on the same images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import plots_eval
+from core.comparison import (
+    Predictions,
+    Speed,
+    agreement_rate,
+    comparability_warnings,
+    default_selection,
+    disagreements,
+    load_predictions,
+    measure_speed,
+    summary_row,
+)
+from core.errors import UserError
+from core.evaluation import confusion_matrix
+from ui.common import explain, format_duration, run_label, status_dot, teacher_mode, user_errors
+from ui.engine import get_manager, get_predictor, get_store, home_dir
+from ui.gallery import SplitImages, Tile, for_display, gradcam_controls, gradcam_tiles, image_grid
+
+STATUSES = ("finished", "stopped")
+MAX_RUNS = 6
+MAX_DISAGREEMENTS = 36
+
+
+# ---------------------------------------------------------------- choosing runs
+
+
+def pick_runs(records: list[Any]) -> list[Any]:
+    """The multiselect of runs (default: latest scratch vs latest transfer on one dataset)."""
+    labels = {r.run_id: f"{status_dot(r.status)} {run_label(r)}" for r in records}
+    if "cmp_runs" not in st.session_state:
+        st.session_state["cmp_runs"] = default_selection(records)
+    st.session_state["cmp_runs"] = [r for r in st.session_state["cmp_runs"] if r in labels]
+    chosen = st.multiselect("Runs to compare", list(labels), key="cmp_runs", format_func=labels.__getitem__,
+                            max_selections=MAX_RUNS, placeholder="pick two or more runs")
+    explain("Start with a CNN trained from scratch against a transfer-learning model on the same data: "
+            "is borrowing ImageNet features worth it here?")
+    by_id = {r.run_id: r for r in records}
+    return [by_id[r] for r in chosen]
+
+
+def load_all(records: list[Any]) -> tuple[list[Any], list[Predictions]]:
+    """Each run's test predictions; a run whose files are missing is reported and left out."""
+    kept, preds = [], []
+    for record in records:
+        try:
+            preds.append(load_predictions(get_store(), record.run_id))
+            kept.append(record)
+        except UserError as err:
+            st.error(str(err))
+    return kept, preds
+
+
+def short_names(records: list[Any]) -> list[str]:
+    """Distinct short names for legends and captions (the run name, else its id)."""
+    names, seen = [], set()
+    for r in records:
+        name = (r.name or r.run_id)[:28]
+        while name in seen:
+            name += "'"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------- speed
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _speed(home: str, run_id: str, side: int, _image: np.ndarray) -> Speed:
+    """Latency and throughput of one run's model, measured once per server (cached)."""
+    predictor = get_predictor(run_id)
+    return measure_speed(predictor.predict, _image)
+
+
+def speed_of(record: Any, images: SplitImages) -> Speed | None:
+    """Measured through the run's Predictor on one of its test images (a noise image when none)."""
+    try:
+        predictor = get_predictor(record.run_id)
+    except UserError as err:
+        st.error(str(err))
+        return None
+    image = images.image(0) if images.available else None
+    if image is None:
+        side = max(int(predictor.image_size), 32)
+        image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return _speed(str(home_dir()), record.run_id, int(max(image.shape[:2])), image)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def scores_table(records: list[Any], names: list[str], speeds: list[Speed | None]) -> None:
+    """Test accuracy, F1, parameters, training time, images/s and latency, one row per run."""
+    rows = [summary_row(r, s) for r, s in zip(records, speeds)]
+    for row, name in zip(rows, names):
+        row["name"] = name
+        row["training time"] = format_duration(row["fit_seconds"])
+    frame = pd.DataFrame(rows)
+    st.dataframe(
+        frame, hide_index=True, key="cmp_table",
+        column_order=["name", "model", "dataset", "accuracy", "macro_f1", "f1", "params", "training time",
+                      "train_images_per_second", "latency_ms", "predict_images_per_second"],
+        column_config={
+            "name": "run",
+            "accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),
+            "macro_f1": st.column_config.NumberColumn("macro F1", format="percent"),
+            "f1": st.column_config.NumberColumn("weighted F1", format="percent"),
+            "params": st.column_config.NumberColumn("parameters", format="localized"),
+            "train_images_per_second": st.column_config.NumberColumn("training images/s", format="%.0f"),
+            "latency_ms": st.column_config.NumberColumn("latency, 1 image (ms)", format="%.1f"),
+            "predict_images_per_second": st.column_config.NumberColumn("prediction images/s", format="%.0f"),
+        },
+    )
+    explain("Test accuracy and F1: how often each model is right on its test images (macro F1 counts every class "
+            "the same). Parameters: the numbers the model learned or carries. Training time and training images/s: "
+            "the cost of learning on this computer. Latency: the median time to classify one image through the "
+            "saved model, measured here; prediction images/s: the speed on a batch of 32.",
+            "Higher accuracy and F1 are better; fewer parameters, shorter training and lower latency mean a smaller, "
+            "faster model.")
+    st.plotly_chart(plots_eval.comparison_bars_figure(rows, teacher_mode=teacher_mode()), key="cmp_bars")
+    explain("The same test scores as bars: a gap of a few points on a small test set can be chance.")
+
+
+def curves(records: list[Any], names: list[str]) -> None:
+    """Training (dotted) and validation (solid) curves of every run on one chart per metric."""
+    histories = []
+    for record, name in zip(records, names):
+        snap = get_manager().snapshot(record.run_id)
+        histories.append((name, dict(snap.history) if snap is not None else {}))
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(plots_eval.overlay_curves_figure(histories, "accuracy", teacher_mode=teacher_mode()),
+                        key="cmp_curves_acc")
+        explain("Accuracy per epoch: solid lines on validation images, dotted on training images.")
+    with right:
+        st.plotly_chart(plots_eval.overlay_curves_figure(histories, "loss", teacher_mode=teacher_mode()),
+                        key="cmp_curves_loss")
+        explain("Loss per epoch (lower is better): a validation line that turns up while the training line keeps "
+                "falling is overfitting.")
+
+
+def confusion_side_by_side(records: list[Any], names: list[str], preds: list[Predictions]) -> None:
+    """Each run's confusion matrix, in columns."""
+    normalised = st.segmented_control("Colour by", ["Counts", "Share of each true class"], default="Counts",
+                                      required=True, key="cmp_cm_mode") == "Share of each true class"
+    per_row = 2 if len(records) <= 4 else 3
+    for start in range(0, len(records), per_row):
+        cols = st.columns(per_row)
+        for col, record, name, p in zip(cols, records[start:], names[start:], preds[start:]):
+            classes = (record.result or {}).get("classes") or [str(i) for i in range(p.probs.shape[1])]
+            cm = confusion_matrix(p.labels, p.preds, len(classes))
+            with col:
+                st.plotly_chart(plots_eval.confusion_matrix_figure(cm, classes, normalize=normalised, title=name,
+                                                                   teacher_mode=teacher_mode()),
+                                key=f"cmp_cm_{record.run_id}", config={"displayModeBar": False})
+    explain("Rows are the true classes, columns the answers; the diagonal holds the right answers. Compare where the "
+            "off-diagonal (wrong) cells sit: different models often make different mistakes.")
+
+
+def disagreement_gallery(records: list[Any], names: list[str], preds: list[Predictions]) -> None:
+    """The test images on which the runs give different answers, mixed right/wrong first."""
+    found = disagreements(preds)
+    rate = agreement_rate(preds)
+    if rate is None:
+        st.info("These runs were not tested on the same images, so their answers cannot be compared image by image.")
+        return
+    if not found:
+        st.success(f"The runs give the same answer on all {len(preds[0])} shared test images.")
+        return
+    explain(f"The runs agree on {rate:.0%} of the shared test images and disagree on {len(found)}. First come the "
+            "images one run gets right and another wrong.",
+            f"The models answer differently on {len(found)} pictures; here they are.")
+    classes = (records[0].result or {}).get("classes") or [str(i) for i in range(preds[0].probs.shape[1])]
+    images = SplitImages(records[0].config, _split_name(records[0]), preds[0].files)
+    if images.error:
+        st.warning(images.error)
+    gradcam = gradcam_controls("cmp")
+    shown = found[:MAX_DISAGREEMENTS]
+    tiles = [Tile(images.image(d.rows[0]), f"true {classes[d.label]}") for d in shown]
+    if not gradcam[0]:
+        captions = [
+            Tile(t.image, t.caption + "".join(
+                f" · {n}: {classes[p]} {c:.0%} {'✓' if p == d.label else '✗'}"
+                for n, p, c in zip(names, d.preds, d.confidences)))
+            for t, d in zip(tiles, shown)
+        ]
+        image_grid(captions, columns=4)
+        return
+    # With Grad-CAM: one row per image, the photo then each run's heat map for its own answer.
+    with user_errors(), st.spinner("Computing Grad-CAM heat maps..."):
+        per_run = []
+        for record, name, col in zip(records, names, range(len(records))):
+            predictor = get_predictor(record.run_id)
+            per_run.append(gradcam_tiles(
+                record.run_id, predictor,
+                [Tile(t.image, f"{name}: {classes[d.preds[col]]} {d.confidences[col]:.0%} "
+                               f"{'✓' if d.preds[col] == d.label else '✗'}") for t, d in zip(tiles, shown)],
+                [d.preds[col] for d in shown], gradcam[1]))
+        for i, tile in enumerate(tiles):
+            image_grid([Tile(tile.image, tile.caption), *[run_tiles[i] for run_tiles in per_run]],
+                       columns=len(records) + 1)
+
+
+def _split_name(record: Any) -> str:
+    """Which dataset split a run's saved predictions came from ('test', or 'val' when it had no test split)."""
+    return "val" if (record.result or {}).get("evaluated_on") == "validation" else "test"
+
+
+# ---------------------------------------------------------------- the page
+
+
+def main() -> None:
+    st.title("Compare")
+    explain("Two or more runs side by side: which model is better, smaller, faster, and where do they disagree?")
+    records = [r for r in get_store().list() if r.status in STATUSES and r.result]
+    if len(records) < 2:
+        st.info("Compare needs at least two finished runs: train a scratch CNN and a transfer-learning model on the "
+                "Train page, then come back here.")
+        st.page_link("pages/train.py", label="Go to Train", icon="🏋️")
+        return
+    chosen = pick_runs(records)
+    if len(chosen) < 2:
+        st.info("Pick at least two runs to compare.")
+        return
+    for warning in comparability_warnings(chosen):
+        st.warning(warning)
+    chosen, preds = load_all(chosen)
+    if len(chosen) < 2:
+        return
+    names = short_names(chosen)
+    st.subheader("Scores, size and speed")
+    with st.spinner("Measuring each model's speed..."):
+        speeds = [speed_of(r, SplitImages(r.config, _split_name(r), p.files)) for r, p in zip(chosen, preds)]
+    scores_table(chosen, names, speeds)
+    st.subheader("Training curves")
+    curves(chosen, names)
+    st.subheader("Confusion matrices")
+    confusion_side_by_side(chosen, names, preds)
+    st.subheader("Where they disagree")
+    disagreement_gallery(chosen, names, preds)
+
+
+main()

@@ -1,0 +1,304 @@
+"""Data: pick a built-in dataset, upload a zip or point at a folder; check its health before training.
+
+The choice (source + split settings) is remembered for the Train page (URL ``?data=`` and the tab's
+state). Everything shown comes from ``core.datasets.health_report``; every number has a caption.
+"""
+
+from __future__ import annotations
+
+import ui  # noqa: F401  (first: see ui/__init__.py)
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import plots
+from core.config import SplitConfig
+from core.errors import UserError
+from core.store import atomic_write_bytes
+from ui.common import (
+    advanced,
+    current_data_source,
+    explain,
+    metric_card,
+    set_data_source,
+    set_split,
+    teacher_mode,
+    user_errors,
+)
+from ui.engine import home_dir, load_dataset_cached
+
+MODES = ("Built-in", "Upload a zip", "Folder or zip on this computer")
+SAMPLES_PER_CLASS = 8
+MAX_CLASSES_SHOWN = 10
+THUMB_PX = 72
+
+
+# ---------------------------------------------------------------- choosing a source
+
+
+@st.cache_data(show_spinner=False)
+def _builtins() -> list[dict[str, Any]]:
+    """The built-in sources as plain dicts."""
+    from core.datasets import list_builtin
+
+    return [b.to_dict() for b in list_builtin()]
+
+
+def source_picker() -> str | None:
+    """The dataset source the user picked; None until there is one (e.g. nothing uploaded yet)."""
+    current = current_data_source()
+    default_mode = MODES[0] if current.startswith("builtin:") else MODES[2]
+    mode = st.segmented_control("Where are the images?", MODES, default=default_mode, key="data_mode",
+                                persist_state="session") or default_mode
+    if mode == MODES[0]:
+        return builtin_picker(current)
+    if mode == MODES[1]:
+        return zip_upload()
+    path = st.text_input("Path of a folder (one subfolder per class) or of a .zip file",
+                         value="" if current.startswith("builtin:") else current, key="data_path",
+                         persist_state="session", placeholder="/home/me/pictures/bears")
+    explain("Class folders may sit inside train/ val/ test/ folders; files that are not images are listed below.")
+    return path.strip() or None
+
+
+def builtin_picker(current: str) -> str:
+    """A built-in dataset; builtin:shapes gets a few generator options."""
+    infos = {f"builtin:{b['name']}": b for b in _builtins()}
+    base = current.split("?", 1)[0]
+    options = list(infos)
+    choice = st.selectbox(
+        "Built-in dataset", options, index=options.index(base) if base in infos else 0, key="data_builtin",
+        format_func=lambda s: f"{infos[s]['name']} - {infos[s]['description']}", persist_state="session",
+    )
+    info = infos[choice]
+    explain(f"{info['classes']} classes, {info['images']:,} images."
+            + (" Downloaded once on first use (needs internet)." if info["needs_download"] else " Works offline."))
+    if info["name"] != "shapes":
+        return choice
+    with advanced("Shape generator options"):
+        cols = st.columns(3)
+        classes = cols[0].slider("Classes", 2, 8, 4, key="data_shapes_classes", persist_state="session")
+        per_class = cols[1].select_slider("Images per class", [20, 50, 100, 200, 400, 1000], 200,
+                                          key="data_shapes_per_class", persist_state="session")
+        size = cols[2].select_slider("Size (pixels)", [32, 48, 64, 96, 128], 64, key="data_shapes_size",
+                                     persist_state="session")
+    params = []
+    if classes != 4:
+        params.append(f"classes={classes}")
+    if per_class != 200:
+        params.append(f"per_class={per_class}")
+    if size != 64:
+        params.append(f"size={size}")
+    return choice + ("?" + "&".join(params) if params else "")
+
+
+def zip_upload() -> str | None:
+    """Save an uploaded zip under the CNN Lab home (named by its content hash) and return its path."""
+    upload = st.file_uploader("A .zip with one folder per class", type=["zip"], key="data_zip")
+    explain("The zip is saved in CNN Lab's folder, unpacked safely, and checked file by file.")
+    if upload is None:
+        return None
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(upload.name).name)[:80] or "upload.zip"
+    target = home_dir() / "uploads" / f"{digest}-{safe}"
+    if not target.exists():
+        atomic_write_bytes(target, data)
+    return str(target)
+
+
+def split_settings() -> SplitConfig:
+    """Validation/test shares, seed and an optional cap per class; raises UserError for impossible ones."""
+    split = SplitConfig()  # constant defaults: the widgets keep the user's values (persist_state)
+    cols = st.columns(4)
+    val = cols[0].slider("Validation %", 0, 50, int(round(split.val_fraction * 100)), 5, key="data_val",
+                         persist_state="session", help="Images held back each epoch to check for overfitting.")
+    test = cols[1].slider("Test %", 0, 50, int(round(split.test_fraction * 100)), 5, key="data_test",
+                          persist_state="session", help="Images kept aside until the end for the final score.")
+    seed = cols[2].number_input("Seed", 0, 2**31 - 1, split.seed, key="data_seed", persist_state="session",
+                                help="The same seed always gives the same split.")
+    limit = cols[3].number_input("Limit per class (0 = all)", 0, 100000, split.limit_per_class or 0, 10,
+                                 key="data_limit", persist_state="session",
+                                 help="Use at most this many images of each class: faster experiments.")
+    explain(f"Training gets the remaining {100 - val - test}% of the images; the split is stratified, so every "
+            "class keeps the same shares.")
+    return SplitConfig(val_fraction=val / 100, test_fraction=test / 100, seed=int(seed),
+                       limit_per_class=int(limit) or None)
+
+
+# ---------------------------------------------------------------- the health report
+
+
+@st.cache_data(show_spinner="Checking every image…", max_entries=8)
+def report_for(home: str, source: str, split_json: str) -> dict[str, Any]:
+    """The health report as plain data, computed once per source and split."""
+    from core.datasets import health_report
+
+    return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
+
+
+def overview(report: dict[str, Any]) -> None:
+    """The headline numbers, each with its meaning."""
+    sizes = report["split_sizes"]
+    cols = st.columns(4)
+    with cols[0]:
+        metric_card("Classes", report["num_classes"], "Different labels the model will learn to tell apart.")
+    with cols[1]:
+        metric_card("Images", f"{report['total_images']:,}",
+                    f"Usable images: {sizes.get('train', 0):,} training, {sizes.get('val', 0):,} validation, "
+                    f"{sizes.get('test', 0):,} test.")
+    with cols[2]:
+        metric_card("Imbalance", f"{report['imbalance_ratio']:.2f} : 1",
+                    "Largest class divided by the smallest; 1 : 1 is perfectly balanced, above 1.5 deserves care.")
+    with cols[3]:
+        metric_card("Problems", f"{report['num_skipped']} skipped · {report['num_duplicates_across_splits']} leaked",
+                    "Files that could not be used, and pictures found in more than one split.")
+
+
+def problems(report: dict[str, Any]) -> None:
+    """Warnings, notes, skipped files with reasons, leaked duplicates."""
+    for warning in report["warnings"]:
+        st.warning(warning)
+    if not report["warnings"]:
+        st.success("No problems found: the classes are balanced enough, no leakage, nothing skipped.",
+                   icon=":material/check_circle:")
+    for note in report["notes"]:
+        st.caption(note)
+    if report["skipped"]:
+        with st.expander(f"Skipped files ({report['num_skipped']})", expanded=report["num_skipped"] <= 10):
+            st.dataframe(pd.DataFrame(report["skipped"]), hide_index=True, width="stretch", key="data_skipped")
+            explain("These files were left out; the reason says what is wrong with each.")
+    if report["duplicates_across_splits"]:
+        rows = [{"copy": n, "split": i["split"], "file": i["file"], "label": i["label"]}
+                for n, group in enumerate(report["duplicates_across_splits"], 1) for i in group["items"]]
+        with st.expander(f"Pictures in more than one split ({report['num_duplicates_across_splits']})"):
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="data_leaks")
+            explain("The same picture in training and test lets the model be tested on what it memorised.")
+    if report["duplicates_within_splits"]:
+        explain(f"{report['duplicates_within_splits']} extra copies of the same picture inside a split "
+                "(harmless, but they count twice).")
+
+
+def counts_section(report: dict[str, Any], teacher: bool) -> None:
+    """Images per class and split: a stacked bar chart and the table behind it."""
+    st.plotly_chart(plots.split_counts_chart(report["counts"], teacher_mode=teacher), key="data_counts",
+                    config={"displaylogo": False})
+    explain("Each bar is one class; colours show how its images are shared between training, validation and test.",
+            teacher="One bar per class: the taller, the more pictures. Similar heights mean a fair dataset.")
+    with advanced("Counts table"):
+        table = pd.DataFrame(report["counts"]).reindex(report["class_names"]).fillna(0).astype(int)
+        table["total"] = table.sum(axis=1)
+        st.dataframe(table, width="stretch", key="data_counts_table")
+
+
+def thumbnail(img: np.ndarray) -> np.ndarray:
+    """Upscale tiny images (digits are 8×8) with sharp pixels so they can be seen; gray as 2-D."""
+    from PIL import Image
+
+    arr = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+    h, w = arr.shape[:2]
+    scale = THUMB_PX / max(h, w)
+    pil = Image.fromarray(arr)
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    return np.asarray(pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample))
+
+
+def samples_section(source: str, split: SplitConfig, class_names: list[str]) -> None:
+    """A few training images of each class (pick which classes when there are many)."""
+    dataset = load_dataset_cached(source, split)
+    shown = class_names
+    if len(class_names) > MAX_CLASSES_SHOWN:
+        shown = st.multiselect("Classes to show", class_names, default=class_names[:MAX_CLASSES_SHOWN],
+                               key="data_sample_classes")
+    part = dataset.splits["train"] if len(dataset.splits["train"]) else next(iter(dataset.splits.values()))
+    rng = np.random.default_rng(split.seed)
+    for name in shown:
+        label = class_names.index(name)
+        idx = np.flatnonzero(part.labels == label)
+        if len(idx) == 0:
+            continue
+        pick = np.sort(rng.choice(idx, size=min(SAMPLES_PER_CLASS, len(idx)), replace=False))
+        images, captions = [], []
+        for i in pick:
+            try:
+                images.append(thumbnail(part.image(int(i))))
+            except UserError:
+                continue
+            captions.append(dataset.relative(part.files[int(i)]) if part.files else f"#{int(i)}")
+        cols = st.columns([1, 6], vertical_alignment="center")
+        cols[0].markdown(f"**{name}**  \n{int((part.labels == label).sum())} training images")
+        cols[1].image(images, caption=[c[-18:] for c in captions], width=THUMB_PX)
+    explain("Random training images of each class (same seed, same picks). Look for wrong labels and odd ones out.")
+
+
+def shape_section(report: dict[str, Any], teacher: bool) -> None:
+    """Image sizes, colour channels and pixel brightness."""
+    sizes = report["sizes"]
+    cols = st.columns(2)
+    with cols[0]:
+        st.plotly_chart(plots.size_chart(sizes.get("top", []), teacher_mode=teacher), key="data_sizes",
+                        config={"displaylogo": False})
+        if sizes.get("median"):
+            explain(f"{sizes['distinct']} different sizes; median {sizes['median'][1]}×{sizes['median'][0]} px, "
+                    f"smallest {sizes['min'][1]}×{sizes['min'][0]}, largest {sizes['max'][1]}×{sizes['max'][0]}. "
+                    "Every image is resized to the model's input size before training.")
+    with cols[1]:
+        st.plotly_chart(plots.category_bars(report["channel_distribution"], "Colour or grayscale", "kind",
+                                            teacher_mode=teacher), key="data_channels", config={"displaylogo": False})
+        explain(f"The model gets {report['channels']} channel(s): "
+                + ("grayscale images are used as they are." if report["channels"] == 1
+                   else "grayscale images are copied into three colour channels."))
+    stats = report.get("pixel_stats") or {}
+    if stats.get("mean"):
+        st.plotly_chart(plots.pixel_histogram_chart(stats, teacher_mode=teacher), key="data_pixels",
+                        config={"displaylogo": False})
+        explain("Mean / standard deviation of pixel values over a sample of "
+                f"{stats['sample']} images: " + ", ".join(
+                    f"{n} {m:.0f} / {s:.0f}" for n, m, s in zip(stats["channel_names"], stats["mean"], stats["std"]))
+                + " (0 = black, 255 = white). Very dark or washed-out datasets show up here.")
+    with advanced("File formats and image modes"):
+        cols = st.columns(2)
+        cols[0].dataframe(pd.Series(report["format_distribution"], name="images"), key="data_formats")
+        cols[1].dataframe(pd.Series(report["mode_distribution"], name="images"), key="data_modes")
+        explain("Formats and colour modes as stored on disk; all are converted the same way when loaded.")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def main() -> None:
+    """The Data page."""
+    st.title("Data")
+    explain("Choose the images to learn from and check them before training: a model can only be as good as its data.")
+    teacher = teacher_mode()
+    with user_errors():
+        source = source_picker()
+        split = split_settings()
+        if not source:
+            st.info("Upload a zip or type a path to see its health report.")
+            return
+        report = report_for(str(home_dir()), source, split.to_json())
+        set_data_source(source)
+        set_split(split)
+        st.success(f"Using **{report['name']}** ({source}) for training: the Train page starts from it.",
+                   icon=":material/dataset:")
+        st.page_link("pages/train.py", label="Train a model on it", icon=":material/model_training:",
+                     query_params={"data": source, **({"teacher": "1"} if teacher else {})})
+        st.header("Health report")
+        overview(report)
+        problems(report)
+        counts_section(report, teacher)
+        st.header("Sample images")
+        samples_section(source, split, report["class_names"])
+        st.header("Sizes, channels, brightness")
+        shape_section(report, teacher)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,490 @@
+"""Evaluate: how good is a finished model, where does it go wrong, and how did it get there?
+
+Metric cards, the clickable confusion matrix with the images of a cell, the worst mistakes, per-class
+scores, the training curves with the overfitting onset, an epoch-rewind slider, every prediction in a
+table, and export downloads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import plots_eval
+from core.comparison import EpochPredictions, Predictions, load_epoch_predictions, load_predictions
+from core.errors import UserError
+from core.evaluation import classification_metrics, confusion_matrix, most_confused
+from ui.common import advanced, explain, metric_card, run_picker, teacher_mode, user_errors
+from ui.engine import get_manager, get_predictor, get_store
+from ui.gallery import SplitImages, Tile, data_url, for_display, gradcam_controls, gradcam_image, gradcam_tiles, image_grid
+
+MAX_TABLE_ROWS = 1000  # thumbnails are drawn for at most this many rows at once
+TEST_VIEW = "Test set (final model)"
+REWIND_VIEW = "Rewind training (validation set)"
+
+
+@dataclass(frozen=True)
+class View:
+    """The predictions the page shows: the final model on the test set, or the model after epoch k on validation."""
+
+    preds: Predictions
+    split: str  # "test" or "val"
+    epoch: int | None
+    metrics: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return "test images" if self.epoch is None else f"validation images after epoch {self.epoch}"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What the page needs from the run store for one run."""
+
+    run_id: str
+    record: Any
+    class_names: list[str]
+    test: Predictions
+    epochs: EpochPredictions | None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def class_names_of(record: Any) -> list[str]:
+    """The run's class names: its result, else labels.json in its folder."""
+    names = (record.result or {}).get("classes")
+    if names:
+        return [str(n) for n in names]
+    path = get_store().run_dir(record.run_id) / "labels.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"Run {record.run_id} has no class list (labels.json): it may not have finished.") from err
+    return [str(n) for n in (data.get("classes", data) if isinstance(data, dict) else data)]
+
+
+def load_run(run_id: str) -> RunData:
+    """The record, class names and saved predictions of a run; UserError when something is missing."""
+    store = get_store()
+    record = store.get(run_id)
+    if record is None:
+        raise UserError(f"There is no run '{run_id}' any more: it may have been deleted.")
+    test = load_predictions(store, run_id)
+    names = class_names_of(record)
+    if test.probs.ndim != 2 or test.probs.shape[1] != len(names):
+        raise UserError(f"The saved predictions of run {run_id} do not match its {len(names)} classes; re-run the training.")
+    return RunData(run_id, record, names, test, load_epoch_predictions(store, run_id))
+
+
+def choose_view(data: RunData) -> View:
+    """The 'test set / rewind training' switch and the epoch slider (issue 5: epoch rewind)."""
+    mode = TEST_VIEW
+    if data.epochs is not None and data.epochs.epochs >= 1:
+        mode = st.segmented_control(
+            "Predictions shown", [TEST_VIEW, REWIND_VIEW], default=TEST_VIEW, required=True, key="eval_view"
+        ) or TEST_VIEW
+    if mode == TEST_VIEW:
+        preds = data.test
+        return View(preds, "test", None, classification_metrics(preds.labels, preds.probs, data.class_names))
+    last = data.epochs.epochs
+    epoch = last if last == 1 else st.slider(
+        "Epoch", 1, last, last, key="eval_epoch",
+        help="Drag back in time: the numbers, the confusion matrix and the mistakes as they were after this epoch.",
+    )
+    explain(
+        f"Rewind: everything below shows the model as it was after epoch {epoch} of {last}, judged on the "
+        "validation images (the test set is only used once, at the end).",
+        f"Time machine: this is how the model answered after epoch {epoch} of {last}.",
+    )
+    preds = data.epochs.at(epoch)
+    return View(preds, "val", epoch, classification_metrics(preds.labels, preds.probs, data.class_names))
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def metric_cards(view: View) -> None:
+    """Accuracy and weighted/macro precision, recall, F1, each with its one-sentence meaning."""
+    m, where, plain = view.metrics, view.where, teacher_mode()
+    top = st.columns(4)
+    with top[0]:
+        metric_card("Accuracy", f"{m['accuracy']:.1%}",
+                    f"Out of 100 new pictures, about {m['accuracy'] * 100:.0f} are named correctly." if plain else
+                    f"How often the model is right on {where} it never trained on ({m.get('n_images', len(view.preds))} images).")
+    with top[1]:
+        metric_card("Precision (weighted)", f"{m['precision']:.1%}",
+                    "When the model names a class, how often that answer is right, averaged over classes by their size.")
+    with top[2]:
+        metric_card("Recall (weighted)", f"{m['recall']:.1%}",
+                    "Of the images of each class, how many the model finds, averaged over classes by their size.")
+    with top[3]:
+        metric_card("F1 (weighted)", f"{m['f1']:.1%}",
+                    "One score that is high only when both precision and recall are high (weighted by class size).")
+    bottom = st.columns(4)
+    with bottom[0]:
+        metric_card("Precision (macro)", f"{m['macro_precision']:.1%}",
+                    "Precision with every class counting the same, so a rare class matters as much as a common one.")
+    with bottom[1]:
+        metric_card("Recall (macro)", f"{m['macro_recall']:.1%}",
+                    "Recall with every class counting the same: low when the model ignores some class.")
+    with bottom[2]:
+        metric_card("F1 (macro)", f"{m['macro_f1']:.1%}",
+                    "The balanced score with every class counting the same; the fairest single number on uneven data.")
+    with bottom[3]:
+        metric_card("Loss", f"{m.get('loss', float('nan')):.3f}",
+                    "Average surprise of the model at the true answer (cross-entropy): lower means surer and more right.")
+
+
+# ---------------------------------------------------------------- galleries
+
+
+def caption_for(data: RunData, view: View, i: int) -> str:
+    """'true 3 · predicted 8 · 97 %' for prediction row i."""
+    p = view.preds
+    t, k = int(p.labels[i]), int(p.preds[i])
+    names = data.class_names
+    head = f"{names[t]} ✓" if t == k else f"true {names[t]} · predicted {names[k]}"
+    return f"{head} · {p.confidences[i]:.0%}"
+
+
+def gallery(data: RunData, view: View, images: SplitImages, rows: np.ndarray, key: str, gradcam: tuple[bool, float]) -> None:
+    """A grid of prediction rows with captions, optionally with Grad-CAM of the predicted class."""
+    if images.error:
+        st.warning(images.error)
+    tiles = [Tile(images.image(int(i)), caption_for(data, view, int(i))) for i in rows]
+    on, alpha = gradcam
+    if on and images.available:
+        with user_errors(), st.spinner("Computing Grad-CAM heat maps..."):
+            predictor = get_predictor(data.run_id)
+            tiles = gradcam_tiles(data.run_id, predictor, tiles, [int(view.preds.preds[i]) for i in rows], alpha)
+    image_grid(tiles, columns=6)
+
+
+def _on_cell_click() -> None:
+    """A click on the confusion matrix picks that cell in the 'true -> predicted' box (runs before the rerun)."""
+    state = st.session_state.get("eval_cm_chart")
+    cell = plots_eval.selected_cell(state)
+    if cell is not None:
+        st.session_state["eval_cell"] = cell
+
+
+def confusion_section(data: RunData, view: View, images: SplitImages, gradcam: tuple[bool, float]) -> None:
+    """The clickable confusion matrix, the cell picker and the images of the chosen cell."""
+    names, n = data.class_names, len(data.class_names)
+    cm = confusion_matrix(view.preds.labels, view.preds.preds, n)
+    normalised = st.segmented_control(
+        "Colour by", ["Counts", "Share of each true class"], default="Counts", required=True, key="eval_cm_mode"
+    ) == "Share of each true class"
+    options: list[Any] = [None, *plots_eval.cell_options(cm, names)]
+    if st.session_state.get("eval_cell") not in options:
+        chosen = st.session_state.get("eval_cell")
+        if isinstance(chosen, tuple) and len(chosen) == 2 and all(0 <= c < n for c in chosen):
+            options.append(chosen)
+        else:
+            st.session_state["eval_cell"] = None
+    cell = st.session_state.get("eval_cell")
+    fig = plots_eval.confusion_matrix_figure(cm, names, normalize=normalised, selected=cell, teacher_mode=teacher_mode())
+    st.plotly_chart(fig, key="eval_cm_chart", on_select=_on_cell_click, selection_mode="points",
+                    config={"displayModeBar": False})
+    explain(
+        f"Rows are the true classes of the {view.where}, columns the model's answers; the diagonal holds the right "
+        "answers. Hover a cell for its counts and rates, click it to see its images.",
+        "Each row is what the picture really shows, each column what the model said. Click a square to see those pictures.",
+    )
+    confused = most_confused(cm, names)
+    if confused:
+        explain("Most often confused: " + ", ".join(f"{t} → {p} ({c})" for t, p, c in confused[:5]) + ".")
+    st.selectbox(
+        "Images in the cell", options, key="eval_cell",
+        format_func=lambda c: "choose a cell (or click the matrix)" if c is None else plots_eval.cell_label(c, names, int(cm[c])),
+    )
+    if cell is None:
+        return
+    rows = plots_eval.cell_members(view.preds.labels, view.preds.probs, *cell)
+    if rows.size == 0:
+        st.info(f"No {view.where} fall in this cell: the model never answered {names[cell[1]]} for a {names[cell[0]]}.")
+        return
+    shown = rows[:60]
+    explain(f"{rows.size} image{'s' if rows.size != 1 else ''}, the most surprising for the model first"
+            + (f" (showing {shown.size})." if shown.size < rows.size else "."))
+    gallery(data, view, images, shown, "eval_cell_gallery", gradcam)
+
+
+def mistakes_section(data: RunData, view: View, images: SplitImages, gradcam: tuple[bool, float]) -> None:
+    """The misclassified images, highest loss first (confident and wrong at the top)."""
+    p = view.preds
+    wrong = np.flatnonzero(~p.correct)
+    if wrong.size == 0:
+        st.success(f"The model got every one of the {len(p)} {view.where} right.")
+        return
+    order = wrong[np.argsort(-p.losses[wrong], kind="stable")]
+    count = st.slider("How many to show", 6, max(6, min(120, int(order.size) + 5)), min(24, max(6, int(order.size))),
+                      step=6, key="eval_mistakes_n") if order.size > 6 else order.size
+    explain(
+        f"{order.size} of {len(p)} {view.where} are wrong. Sorted by loss: the top ones are those the model was "
+        "most sure about and still got wrong, often label errors or truly ambiguous pictures.",
+        "The pictures the model got wrong, the most confidently wrong first.",
+    )
+    gallery(data, view, images, order[: int(count)], "eval_mistakes", gradcam)
+
+
+def per_class_section(data: RunData, view: View) -> None:
+    """Per-class precision/recall/F1 table and bars, and right-vs-wrong confidence."""
+    rows = view.metrics["per_class"]
+    table = pd.DataFrame(rows).rename(columns={"label": "class", "f1": "F1", "support": "images"})
+    st.dataframe(
+        table, hide_index=True, key="eval_per_class",
+        column_config={
+            k: st.column_config.ProgressColumn(k, format="percent", min_value=0.0, max_value=1.0)
+            for k in ("precision", "recall", "F1")
+        },
+    )
+    explain("Precision: when the model says this class, how often it is right. Recall: how many images of this class "
+            "it finds. F1 balances the two. 'images' is how many of the evaluated images belong to the class.")
+    st.plotly_chart(plots_eval.per_class_figure(rows, teacher_mode=teacher_mode()), key="eval_per_class_chart")
+    explain("A short bar points at a class the model struggles with: look for it in the confusion matrix.")
+    p = view.preds
+    st.plotly_chart(plots_eval.confidence_figure(p.confidences, p.correct, teacher_mode=teacher_mode()),
+                    key="eval_confidence_chart")
+    explain("How sure the model was, for right (green) and wrong (red) answers: a good model is rarely very sure "
+            "and wrong, so the red bars should sit on the left.")
+
+
+def curves_section(data: RunData, view: View) -> None:
+    """The training curves with the overfitting onset, and the rewind epoch marked."""
+    from core.curves import overfitting_onset
+    from core.plots import training_curves
+
+    snap = get_manager().snapshot(data.run_id)
+    history = dict(snap.history) if snap is not None else {}
+    if not history.get("loss"):
+        st.info("This run recorded no training history.")
+        return
+    onset = overfitting_onset(history)
+    fig = training_curves(history, getattr(snap, "batch_history", None), onset=onset, epoch_marker=view.epoch,
+                          teacher_mode=teacher_mode())
+    st.plotly_chart(fig, key="eval_curves")
+    if onset is not None:
+        explain(onset.sentence)
+    explain("Training curves: blue is how the model does on the images it learns from, orange on images it never "
+            "trained on." + (f" The dotted line marks epoch {view.epoch}, the one shown above." if view.epoch else ""))
+
+
+# ---------------------------------------------------------------- every prediction (issue 5)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _thumbnails(cache_key: str, rows: tuple[int, ...], _images: SplitImages) -> list[str | None]:
+    """PNG data URLs of the images of some prediction rows (cached per run, split and rows)."""
+    out: list[str | None] = []
+    for i in rows:
+        img = _images.image(i)
+        out.append(data_url(img, 48) if img is not None else None)
+    return out
+
+
+def predictions_frame(data: RunData, view: View) -> pd.DataFrame:
+    """One row per evaluated image: file, true, predicted, confidence, loss, correct."""
+    p, names = view.preds, data.class_names
+    return pd.DataFrame({
+        "row": np.arange(len(p)),
+        "file": p.files,
+        "true": [names[int(t)] for t in p.labels],
+        "predicted": [names[int(k)] for k in p.preds],
+        "confidence": p.confidences.astype(float),
+        "loss": p.losses.astype(float),
+        "correct": p.correct.astype(bool),
+    })
+
+
+def filter_predictions(frame: pd.DataFrame, classes: list[str], which: str, low: float, high: float) -> pd.DataFrame:
+    """Rows whose true or predicted class is in ``classes`` (all when empty), right/wrong/all, confidence in range."""
+    keep = frame["confidence"].between(low, high)
+    if classes:
+        keep &= frame["true"].isin(classes) | frame["predicted"].isin(classes)
+    if which == "Right":
+        keep &= frame["correct"]
+    elif which == "Wrong":
+        keep &= ~frame["correct"]
+    return frame[keep]
+
+
+def predictions_section(data: RunData, view: View, images: SplitImages, gradcam: tuple[bool, float]) -> None:
+    """Every prediction: filters, a sortable table with thumbnails, CSV, and the selected row in detail."""
+    frame = predictions_frame(data, view)
+    with advanced("Filters"):
+        cols = st.columns([2, 1, 2])
+        classes = cols[0].multiselect("Class (true or predicted)", data.class_names, key="eval_tbl_classes")
+        which = cols[1].segmented_control("Answers", ["All", "Right", "Wrong"], default="All", required=True,
+                                          key="eval_tbl_which") or "All"
+        low, high = cols[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.01, key="eval_tbl_conf")
+    shown = filter_predictions(frame, classes, which, low, high).sort_values("loss", ascending=False)
+    explain(f"{len(shown)} of {len(frame)} {view.where}. Click a column header to sort, a row to see it large. "
+            "Loss is how surprised the model was by the true answer.")
+    table = shown.head(MAX_TABLE_ROWS).copy()
+    if len(shown) > MAX_TABLE_ROWS:
+        st.caption(f"Showing the {MAX_TABLE_ROWS} highest-loss rows; narrow the filters or download the CSV for all.")
+    if images.available:
+        key = f"{data.run_id}:{view.split}"
+        table.insert(0, "image", _thumbnails(key, tuple(int(r) for r in table["row"]), images))
+    event = st.dataframe(
+        table, hide_index=True, key=f"eval_table_{view.split}_{view.epoch}", on_select="rerun", selection_mode="single-row",
+        column_order=[c for c in ("image", "file", "true", "predicted", "confidence", "loss", "correct") if c in table],
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
+            "loss": st.column_config.NumberColumn("loss", format="%.3f"),
+            "correct": st.column_config.CheckboxColumn("correct"),
+        },
+    )
+    st.download_button(
+        "Download as CSV", shown.drop(columns=["row"]).to_csv(index=False).encode(), key="eval_tbl_csv",
+        file_name=f"{data.run_id}-{view.split}{'-epoch' + str(view.epoch) if view.epoch else ''}-predictions.csv",
+        mime="text/csv", on_click="ignore",
+    )
+    selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if selected and selected[0] < len(table):
+        prediction_detail(data, view, images, int(table.iloc[selected[0]]["row"]), gradcam)
+
+
+def prediction_detail(data: RunData, view: View, images: SplitImages, i: int, gradcam: tuple[bool, float]) -> None:
+    """One prediction large: the image, its Grad-CAM and the top-k probabilities."""
+    p, names = view.preds, data.class_names
+    st.markdown(f"**{p.files[i]}** · {caption_for(data, view, i)}")
+    left, right = st.columns([1, 1])
+    img = images.image(i)
+    with left:
+        if img is None:
+            st.caption(images.error or "The image is unavailable.")
+        else:
+            on, alpha = gradcam
+            shown = for_display(img, 320)
+            if on:
+                with user_errors():
+                    shown = gradcam_image(data.run_id, get_predictor(data.run_id), img, int(p.preds[i]), alpha)
+            st.image(shown, width="stretch")
+    with right:
+        order = np.argsort(-p.probs[i])[: min(5, len(names))]
+        top = [(names[int(c)], float(p.probs[i, c])) for c in order]
+        st.plotly_chart(plots_eval.top_k_figure(top, teacher_mode=teacher_mode()), key="eval_detail_topk")
+        explain(f"The model's top {len(top)} answers for this image; the true class is {names[int(p.labels[i])]}.")
+
+
+# ---------------------------------------------------------------- export (issue 7)
+
+
+EXPORT_FORMATS = {
+    "keras": "Keras model (.keras)",
+    "tflite": "TensorFlow Lite, float32 (.tflite)",
+    "tflite-int8": "TensorFlow Lite, dynamic-range int8 (.tflite)",
+    "savedmodel": "TensorFlow SavedModel (.zip)",
+}
+
+
+def export_available() -> bool:
+    """Whether the engine can export models (``core/export.py`` with ``export_bytes``)."""
+    return importlib.util.find_spec("core.export") is not None  # no import: it loads TensorFlow
+
+
+def export_section(data: RunData) -> None:
+    """Export the run's model; the file is reloaded and checked before the download is offered."""
+    from core.export import export_bytes
+
+    fmt = st.selectbox("Format", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.__getitem__, key="eval_export_fmt")
+    explain("Each export comes with labels.txt and a small JSON describing the input size and preprocessing. "
+            "Before the download is offered the file is loaded back and its predictions compared with the run's model.")
+    prepared = st.session_state.get("eval_export")
+    if st.button("Prepare the download", key="eval_export_go"):
+        with user_errors(), st.spinner("Exporting and checking the exported model..."):
+            prepared = {"run_id": data.run_id, "fmt": fmt, **_export(export_bytes, data.run_id, fmt)}
+            st.session_state["eval_export"] = prepared
+    if prepared and prepared.get("run_id") == data.run_id and prepared.get("fmt") == fmt:
+        report = prepared.get("report") or {}
+        diff = report.get("max_abs_diff")
+        if diff is not None:
+            explain(f"Reloaded and checked on {report.get('checked_images', 'a few')} images: the largest difference "
+                    f"from the run's own predictions is {diff:.1e} (probabilities go from 0 to 1).")
+        st.download_button(f"Download {prepared['file_name']}", prepared["data"], file_name=prepared["file_name"],
+                           mime="application/octet-stream", key="eval_export_dl", on_click="ignore")
+
+
+def _export(export_bytes: Any, run_id: str, fmt: str) -> dict[str, Any]:
+    """Call the engine's exporter and normalise its answer to data, file name and check report."""
+    out = export_bytes(get_store(), run_id, fmt)
+    if isinstance(out, tuple):
+        payload, meta = out[0], (out[1] if len(out) > 1 else {})
+    elif isinstance(out, dict):
+        payload, meta = out.get("data"), out
+    else:
+        payload, meta = out, {}
+    meta = meta if isinstance(meta, dict) else {}
+    ext = {"keras": ".keras", "tflite": ".tflite", "tflite-int8": "-int8.tflite", "savedmodel": "-savedmodel.zip"}[fmt]
+    name = meta.get("file_name") or meta.get("filename") or f"{run_id}{ext}"
+    if fmt in ("keras", "tflite", "tflite-int8") and not name.endswith(".zip") and meta.get("bundled"):
+        name = f"{run_id}-{fmt}.zip"
+    return {"data": payload, "file_name": name, "report": meta.get("report", meta)}
+
+
+# ---------------------------------------------------------------- the page
+
+
+def header(data: RunData) -> None:
+    """Which run this is, in one line."""
+    r = data.record
+    cfg = r.config
+    st.markdown(f"**{r.name or r.run_id}** · model `{cfg.model.name}` · data `{cfg.data}` · "
+                f"{len(data.class_names)} classes · image size {cfg.image_size} px · {len(data.test)} test images")
+
+
+def main() -> None:
+    st.title("Evaluate")
+    explain("How good is a finished model, and where does it go wrong?")
+    run_id = run_picker("Run", key="eval_run")
+    if run_id is None:
+        st.info("No finished run yet: train one on the Train page, then come back here.")
+        st.page_link("pages/train.py", label="Go to Train", icon="🏋️")
+        return
+    data = None
+    with user_errors():
+        data = load_run(run_id)
+    if data is None:
+        return
+    header(data)
+    view = choose_view(data)
+    metric_cards(view)
+    images = SplitImages(data.record.config, view.split, view.preds.files)
+    gradcam = gradcam_controls("eval")
+    names = ["Confusion matrix", "Mistakes", "Per class", "Training curves", "Every prediction"]
+    if export_available():
+        names.append("Export")
+    tabs = dict(zip(names, st.tabs(names, key="eval_tab", on_change="rerun")))
+    with tabs["Confusion matrix"]:
+        if tabs["Confusion matrix"].open:
+            confusion_section(data, view, images, gradcam)
+    with tabs["Mistakes"]:
+        if tabs["Mistakes"].open:
+            mistakes_section(data, view, images, gradcam)
+    with tabs["Per class"]:
+        if tabs["Per class"].open:
+            per_class_section(data, view)
+    with tabs["Training curves"]:
+        if tabs["Training curves"].open:
+            curves_section(data, view)
+    with tabs["Every prediction"]:
+        if tabs["Every prediction"].open:
+            predictions_section(data, view, images, gradcam)
+    if "Export" in tabs:
+        with tabs["Export"]:
+            if tabs["Export"].open:
+                with advanced("Export the model"):
+                    export_section(data)
+
+
+main()

@@ -1,0 +1,212 @@
+"""The run manager: queue, stop within one batch, NaN guard, recorded exceptions, determinism, artifacts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+import core.training as training
+from core.config import ModelSpec, SplitConfig, TrainConfig
+from core.evaluation import metrics_at_epoch, run_predictions
+from core.store import RunStore
+from core.training import TrainingManager, class_weights_from_counts, train_to_completion
+
+# 20 digits a class -> 140 training images: 18 batches of 8 at 12 px; an epoch takes well under a second.
+TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=8,
+                   epochs=2, seed=0)
+WAIT = 120.0
+
+
+@pytest.fixture
+def manager(home: Path):
+    m = TrainingManager(RunStore(home), max_concurrent=1)
+    yield m
+    m.shutdown(timeout=WAIT)
+
+
+def test_class_weights_balance_counts() -> None:
+    w = class_weights_from_counts(np.array([0, 0, 0, 1]), 3)
+    assert w[0] == pytest.approx(4 / 6) and w[1] == pytest.approx(2.0) and w[2] == 1.0
+    assert 3 * w[0] == pytest.approx(1 * w[1])  # each present class weighs the same in total
+
+
+def test_a_finished_run_has_every_artifact_and_an_epoch_rewind(home: Path) -> None:
+    store = RunStore(home)
+    summary = train_to_completion(TINY.replace(epochs=3), store)
+    assert summary["status"] == "finished", summary["message"]
+    rid = summary["run_id"]
+    folder = store.run_dir(rid)
+    for name in ("model.keras", "labels.json", "config.json", "predictions.npz", "epoch_predictions.npz",
+                 "result.json"):
+        assert (folder / name).is_file(), name
+    assert json.loads((folder / "labels.json").read_text()) == [str(i) for i in range(10)]
+    record = store.get(rid)
+    assert record.status == "finished" and record.result["accuracy"] == summary["test"]["accuracy"]
+    assert [e["epoch"] for e in store.epochs(rid)] == [1, 2, 3]
+    assert set(summary["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+
+    test = run_predictions(store, rid, "test")
+    assert test["probs"].shape == (len(test["labels"]), 10)
+    assert np.allclose(test["probs"].sum(axis=1), 1, atol=1e-4)
+
+    rewind = run_predictions(store, rid, "epochs")
+    assert rewind["probs"].shape[:2] == (3, len(rewind["labels"]))
+    first, last = metrics_at_epoch(rewind, 0, summary["classes"]), metrics_at_epoch(rewind, -1, summary["classes"])
+    assert last["accuracy"] > first["accuracy"]  # the run improved ...
+    assert first["confusion_matrix"] != last["confusion_matrix"]  # ... and the rewind shows it
+    # The last epoch's rewind matches what Keras reported for that epoch (float16 storage aside).
+    assert last["accuracy"] == pytest.approx(summary["history"]["val_accuracy"][-1], abs=0.01)
+
+
+def test_queue_runs_one_at_a_time(manager: TrainingManager) -> None:
+    first = manager.start(TINY)
+    second = manager.start(TINY.replace(seed=1))
+    assert manager.snapshot(second).status == "queued"
+    a = manager.wait(first, WAIT)
+    b = manager.wait(second, WAIT)
+    assert (a.status, b.status) == ("finished", "finished")
+    assert b.started >= a.finished  # the second started only once the first was done
+    assert [s.run_id for s in manager.list()] == [second, first]
+    assert manager.get(first).snapshot().status == "finished"
+
+
+def test_stop_is_honoured_within_one_batch(manager: TrainingManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    started_after_stop: list[int] = []
+    state: dict[str, Any] = {"stopped": False}
+
+    class StopMidEpoch(keras.callbacks.Callback):
+        """Requests a stop from another thread at batch 3 of epoch 2, then counts batches that still start."""
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            if state["stopped"]:
+                started_after_stop.append(batch)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if self.epoch == 1 and batch == 3 and not state["stopped"]:
+                t = threading.Thread(target=manager.stop, args=(state["run_id"],))
+                t.start()
+                t.join()
+                state["stopped"] = True
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch = epoch
+
+    real_fit = training._fit_model
+
+    def fit_with_stopper(model, train_ds, val_ds, *, callbacks, **kwargs):
+        return real_fit(model, train_ds, val_ds, callbacks=[*callbacks, StopMidEpoch()], **kwargs)
+
+    monkeypatch.setattr(training, "_fit_model", fit_with_stopper)
+    state["run_id"] = manager.start(TINY.replace(epochs=30))
+    snap = manager.wait(state["run_id"], WAIT)
+
+    assert state["stopped"] and len(started_after_stop) <= 1
+    assert snap.batches_per_epoch > 5  # without the stop, many more batches would have run
+    assert snap.status == "stopped" and "best model so far" in snap.message
+    assert snap.epoch == 1 and len(snap.history["loss"]) == 1  # the cut-short epoch is not recorded
+    store = manager.store
+    assert store.get(state["run_id"]).status == "stopped"
+    assert (store.run_dir(state["run_id"]) / "model.keras").is_file()  # the best model so far is kept
+    assert snap.result is not None and snap.result["best_epoch"] == 1
+
+
+def test_stopping_a_queued_run_never_starts_it(manager: TrainingManager) -> None:
+    first = manager.start(TINY)
+    second = manager.start(TINY)
+    manager.stop(second)
+    assert manager.snapshot(second).status == "stopped"
+    assert manager.wait(first, WAIT).status == "finished"
+    assert manager.store.get(second).started is None and manager.store.epochs(second) == []
+
+
+def test_nan_loss_fails_with_a_sentence(manager: TrainingManager) -> None:
+    rid = manager.start(TINY.replace(optimizer="sgd", learning_rate=9.0, epochs=3))
+    snap = manager.wait(rid, WAIT)
+    assert snap.status == "failed"
+    assert snap.message.startswith("The loss became ")
+    assert "at epoch 1: try a learning rate 10x lower (0.9)" in snap.message
+    assert manager.store.get(rid).message == snap.message
+    assert any(e["kind"] == "error" for e in manager.store.events(rid))
+
+
+def test_an_exception_is_recorded_on_the_run(manager: TrainingManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_fit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("simulated failure inside fit")
+
+    monkeypatch.setattr(training, "_fit_model", broken_fit)
+    rid = manager.start(TINY)
+    snap = manager.wait(rid, WAIT)
+    assert snap.status == "failed" and "simulated failure inside fit" in snap.message
+    events = manager.store.events(rid)
+    assert any(e["kind"] == "traceback" and "RuntimeError" in e["text"] for e in events)
+    assert manager.store.get(rid).status == "failed"
+
+
+def test_a_user_error_becomes_the_runs_message(manager: TrainingManager) -> None:
+    rid = manager.start(TINY.replace(data=str(Path("/nonexistent/folder/of/images"))))
+    snap = manager.wait(rid, WAIT)
+    assert snap.status == "failed" and "does not exist" in snap.message
+    assert not any(e["kind"] == "traceback" for e in manager.store.events(rid))
+
+
+def test_deterministic_runs_repeat_exactly(manager: TrainingManager) -> None:
+    cfg = TINY.replace(deterministic=True, seed=7, augment=TINY.augment.preset("light"))
+    a = manager.wait(manager.start(cfg), WAIT)
+    b = manager.wait(manager.start(cfg), WAIT)
+    assert a.status == b.status == "finished"
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert a.history[key] == b.history[key], key
+    c = manager.wait(manager.start(cfg.replace(seed=8)), WAIT)
+    assert c.history["loss"] != a.history["loss"]  # the seed matters, so equality above is not vacuous
+
+
+def test_schedules_early_stopping_and_optimizers(home: Path) -> None:
+    store = RunStore(home)
+    cfg = TINY.replace(epochs=6, optimizer="rmsprop", lr_decay_rate=0.5, reduce_lr_patience=1,
+                       early_stopping_patience=1, early_stopping_monitor="val_accuracy", class_weights=True)
+    s = train_to_completion(cfg, store)
+    assert s["status"] == "finished", s["message"]
+    lrs = s["history"]["lr"]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(5e-4)  # halved each epoch
+    assert all(b < a for a, b in zip(lrs, lrs[1:]))
+    for opt in ("nadam", "sgd"):
+        assert train_to_completion(TINY.replace(epochs=1, optimizer=opt), store)["status"] == "finished"
+
+
+def test_transfer_model_fine_tunes_in_a_second_phase(home: Path) -> None:
+    spec = ModelSpec(name="transfer:mobilenet_v2", alpha=0.35, weights=None, head_units=16,
+                     fine_tune_layers=4, fine_tune_epochs=1)
+    cfg = TINY.replace(model=spec, image_size=32, epochs=1, split=SplitConfig(limit_per_class=6))
+    store = RunStore(home)
+    s = train_to_completion(cfg, store)
+    assert s["status"] == "finished", s["message"]
+    assert len(s["history"]["loss"]) == 2  # one epoch with the frozen base, one fine-tuning
+    assert s["history"]["lr"][1] == pytest.approx(cfg.learning_rate * spec.fine_tune_lr_factor)
+    assert any("Fine-tuning the top 4" in e["text"] for e in store.events(s["run_id"]))
+
+
+def test_snapshot_is_an_independent_copy(manager: TrainingManager) -> None:
+    rid = manager.start(TINY)
+    snap = manager.wait(rid, WAIT)
+    snap.history["loss"].append(123.0)
+    assert manager.snapshot(rid).history["loss"][-1] != 123.0
+    with pytest.raises(Exception):
+        snap.status = "x"  # type: ignore[misc]
+    # A later manager (after a restart) rebuilds the same history from the store.
+    again = TrainingManager(manager.store).snapshot(rid)
+    assert again.history["loss"] == pytest.approx(manager.snapshot(rid).history["loss"])
+    assert again.result == manager.snapshot(rid).result
+
+
+def test_delete_removes_run_and_files(manager: TrainingManager) -> None:
+    rid = manager.start(TINY.replace(epochs=1))
+    manager.wait(rid, WAIT)
+    folder = manager.store.run_dir(rid)
+    manager.delete(rid)
+    assert manager.snapshot(rid) is None and not folder.exists()

@@ -1,0 +1,179 @@
+"""Images on the Evaluate, Compare and Classify pages: display sizes, thumbnails, grids, Grad-CAM overlays.
+
+Shared by those three pages (pages/ must not import each other). Grad-CAM comes from
+``core.gradcam`` when it is installed in the engine; without it the toggles simply do not appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from core.errors import UserError
+
+DISPLAY_SIDE = 160  # tiny dataset images (8-32 px) are enlarged to this with crisp pixels
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 from HxW, HxWx1, HxWx3 or HxWx4."""
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def for_display(img: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """An image sized for the screen: small ones enlarged with visible pixels, big ones shrunk smoothly."""
+    rgb = to_rgb(img)
+    h, w = rgb.shape[:2]
+    longest = max(h, w)
+    if longest == side or longest == 0:
+        return rgb
+    scale = side / longest
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.NEAREST if longest < side else Image.BOX
+    return np.asarray(Image.fromarray(rgb).resize(size, resample))
+
+
+def data_url(img: np.ndarray, side: int = 64) -> str:
+    """A PNG data URL of the image at ``side`` pixels (for ``st.column_config.ImageColumn``)."""
+    buf = io.BytesIO()
+    Image.fromarray(for_display(img, side)).save(buf, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One picture in a grid: the image (None when it cannot be shown) and its caption."""
+
+    image: np.ndarray | None
+    caption: str
+
+
+def image_grid(tiles: Sequence[Tile], columns: int = 6) -> None:
+    """Tiles in rows of ``columns``; a missing image shows its caption only."""
+    for start in range(0, len(tiles), columns):
+        cols = st.columns(columns)
+        for col, tile in zip(cols, tiles[start : start + columns]):
+            with col:
+                if tile.image is None:
+                    st.caption(f"(image unavailable) {tile.caption}")
+                else:
+                    st.image(for_display(tile.image), caption=tile.caption, width="stretch")
+
+
+# ---------------------------------------------------------------- dataset images behind predictions
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _file_rows(source: str, split_json: str, split_name: str, files: tuple[str, ...], _split: Any) -> list[int | None]:
+    """Row of each prediction's image in the dataset split (cached per dataset, split and file list)."""
+    from core.comparison import file_index
+
+    names = _split.files if getattr(_split, "files", None) is not None else [_split.describe(i) for i in range(len(_split))]
+    return file_index(files, [str(n) for n in names])
+
+
+class SplitImages:
+    """The images behind a run's predictions on one split; ``image(i)`` is None when the data is gone."""
+
+    def __init__(self, config: Any, split_name: str, files: Sequence[str]) -> None:
+        from ui.engine import load_dataset_cached
+
+        self.error: str | None = None
+        self._split = None
+        self._rows: list[int | None] = [None] * len(files)
+        try:
+            dataset = load_dataset_cached(config.data, config.split)
+            self._split = dataset.splits[split_name]
+            self._rows = _file_rows(config.data, config.split.to_json(), split_name, tuple(files), self._split)
+        except UserError as err:
+            self.error = f"The images cannot be shown: {err}"
+        except KeyError:
+            self.error = f"The dataset has no '{split_name}' split any more, so the images cannot be shown."
+        if self.error is None and self._rows and all(r is None for r in self._rows):
+            self.error = "The dataset's images no longer match this run's saved predictions, so they cannot be shown."
+
+    @property
+    def available(self) -> bool:
+        return self._split is not None and self.error is None
+
+    def image(self, i: int) -> np.ndarray | None:
+        """The decoded image of prediction row ``i`` (None when unavailable)."""
+        row = self._rows[i] if 0 <= i < len(self._rows) else None
+        if row is None or self._split is None:
+            return None
+        try:
+            return self._split.image(row)
+        except (UserError, OSError):
+            return None
+
+
+# ---------------------------------------------------------------- Grad-CAM
+
+
+def gradcam_available() -> bool:
+    """Whether the engine has Grad-CAM (``core/gradcam.py``)."""
+    return importlib.util.find_spec("core.gradcam") is not None  # no import: it loads TensorFlow
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _gradcam(key: str, _predictor: Any) -> Any:
+    """One Grad-CAM engine per model (``key`` names the model: a run id or an uploaded file's hash)."""
+    from core.gradcam import GradCam
+
+    return GradCam(_predictor.model)
+
+
+def gradcam_controls(key: str, default_on: bool = False) -> tuple[bool, float]:
+    """The 'Grad-CAM' toggle and its opacity slider; (False, 0) when the engine has no Grad-CAM."""
+    if not gradcam_available():
+        return False, 0.0
+    cols = st.columns([1, 2])
+    on = cols[0].toggle(
+        "Grad-CAM heat map", value=default_on, key=f"{key}_gradcam",
+        help="Colours the regions of the image that pushed the model towards its answer (red = most).",
+    )
+    alpha = cols[1].slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key=f"{key}_alpha", disabled=not on)
+    return on, float(alpha)
+
+
+def gradcam_image(model_key: str, predictor: Any, image: np.ndarray, class_index: int | None, alpha: float) -> np.ndarray:
+    """The image with the Grad-CAM map of ``class_index`` (predicted class if None) blended on top.
+
+    Raises ``UserError`` when the model cannot be explained (no convolutional layer).
+    """
+    from core.gradcam import overlay
+
+    engine = _gradcam(model_key, predictor)
+    heat = engine.heatmap(predictor.preprocess(image), class_index)
+    return overlay(for_display(image), heat, alpha)
+
+
+def gradcam_tiles(
+    model_key: str, predictor: Any, tiles: Sequence[Tile], classes: Sequence[int | None], alpha: float
+) -> list[Tile]:
+    """The same tiles with Grad-CAM blended in (one batched gradient pass); tiles without images stay."""
+    from core.gradcam import overlay
+
+    engine = _gradcam(model_key, predictor)
+    todo = [i for i, t in enumerate(tiles) if t.image is not None]
+    if not todo:
+        return list(tiles)
+    heats = engine.heatmaps([predictor.preprocess(tiles[i].image) for i in todo], [classes[i] for i in todo])
+    out = list(tiles)
+    for i, heat in zip(todo, heats):
+        out[i] = Tile(overlay(for_display(tiles[i].image), heat, alpha), tiles[i].caption)
+    return out
