@@ -22,6 +22,7 @@ from ui.common import (
     status_dot,
     teacher_mode,
     teacher_toggle,
+    user_errors,
 )
 from ui.engine import get_manager, get_store
 
@@ -107,21 +108,21 @@ def manage_runs(records: list) -> None:
         options = list(labels)
         run_id = st.selectbox("Run", options, index=options.index(current) if current in labels else 0,
                               format_func=labels.__getitem__, key="sidebar_manage_run")
-        name = st.text_input("New name", key="sidebar_new_name", placeholder="e.g. shapes, big head, no augmentation")
-        if st.button("Rename", key="sidebar_rename", width="stretch", disabled=not name.strip()):
-            try:
+        with st.form("sidebar_rename_form", clear_on_submit=False, border=False):
+            name = st.text_input("New name", key="sidebar_new_name",
+                                 placeholder="e.g. digits, big head, no augmentation")
+            renamed = st.form_submit_button("Rename", key="sidebar_rename", width="stretch")
+        if renamed:
+            with user_errors():
+                if not name.strip():
+                    raise UserError("Type the new name first, then press Rename.")
                 get_store().rename(run_id, name.strip())
-            except UserError as err:
-                st.error(str(err))
-            else:
                 st.rerun()
         sure = st.checkbox("Yes, delete this run and its files", key="sidebar_delete_sure")
-        if st.button("Delete", key="sidebar_delete", type="secondary", width="stretch", disabled=not sure):
-            try:
+        if st.button("Delete", key="sidebar_delete", width="stretch", disabled=not sure,
+                     help="Stops the run first if it is still training."):
+            with user_errors():
                 get_manager().delete(run_id)
-            except UserError as err:
-                st.error(str(err))
-            else:
                 if current == run_id:
                     set_current_run_id(None)
                 st.session_state.pop("sidebar_delete_sure", None)

@@ -2,4 +2,6 @@
 
 from core.errors import UserError
 
-__all__ = ["UserError"]
+__version__ = "0.1.0"  # written into exports' preprocessing.json
+
+__all__ = ["UserError", "__version__"]

@@ -20,6 +20,7 @@ import math
 import os
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -129,7 +130,7 @@ class FeatureCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 feats, stored = data["features"], data["labels"]
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None  # a damaged file is a miss; the next put replaces it
         if labels is not None and not np.array_equal(stored, np.asarray(labels, dtype=np.int64)):
             return None
@@ -198,10 +199,18 @@ def predict_function(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _extract_steps(extractor: Any, augmenters: list[Any | None]) -> Callable[[Any], list[Any]]:
-    """One traced function: a batch of pixels -> the features of every requested (augmented) view."""
+    """One traced function: a batch of pixels -> the features of every requested (augmented) view.
+
+    Traced once (the batch dimension is left open); the plain step is kept on the extractor for reuse.
+    """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    plain = all(a is None for a in augmenters) and len(augmenters) == 1
+    if plain and getattr(extractor, "_cnnlab_plain_step", None) is not None:
+        return extractor._cnnlab_plain_step
+    signature = [tf.TensorSpec((None, *tuple(extractor.input_shape[1:])), tf.float32)]
+
+    @tf.function(input_signature=signature)
     def step(x: tf.Tensor) -> list[tf.Tensor]:
         outs = []
         for aug in augmenters:
@@ -210,6 +219,8 @@ def _extract_steps(extractor: Any, augmenters: list[Any | None]) -> Callable[[An
             outs.append(extractor(view, training=False))
         return outs
 
+    if plain:
+        extractor._cnnlab_plain_step = step
     return step
 
 
@@ -222,6 +233,8 @@ def extract_features(extractor: Any, dataset: Any, *, augmenters: list[Any | Non
     dataset order. The images are decoded once however many augmented views are asked for.
     Raises ``ExtractionStopped`` when ``should_stop()`` turns true between batches.
     """
+    import tensorflow as tf
+
     augmenters = augmenters if augmenters is not None else [None]
     step = _extract_steps(extractor, augmenters)
     chunks: list[list[np.ndarray]] = [[] for _ in augmenters]
@@ -229,7 +242,7 @@ def extract_features(extractor: Any, dataset: Any, *, augmenters: list[Any | Non
     for x, y in dataset:
         if should_stop is not None and should_stop():
             raise ExtractionStopped()
-        for i, out in enumerate(step(x)):
+        for i, out in enumerate(step(tf.cast(x, tf.float32))):
             chunks[i].append(out.numpy())
         labels.append(np.asarray(y))
         if on_batch is not None:
@@ -483,7 +496,7 @@ def fit_on_cached_features(model: Any, val_images: Any | None, *, epochs: int, i
     model.stop_training = False
     return head.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
                     steps_per_epoch=max(math.ceil(len(context.train) / bs), 1),
-                    callbacks=_redirected(callbacks, view), class_weight=class_weight, verbose=0)
+                    callbacks=_redirected(callbacks, view), class_weight=class_weight, shuffle=False, verbose=0)
 
 
 def _report_sentence(report: ExtractionReport) -> str:

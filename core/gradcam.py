@@ -9,6 +9,7 @@ do not saturate into an empty map.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
 
 SEP = "/"  # Keras forbids "/" in layer names, so it safely joins a nested path such as "backbone/out_relu".
 BATCH = 32  # images per gradient pass: bounds memory for large galleries
+EAGER_CALLS = 2  # calls served eagerly before the gradient pass is compiled with tf.function
 
 COLORMAPS: dict[str, int] = {
     "jet": cv2.COLORMAP_JET,
@@ -56,7 +58,7 @@ _BUILD_LOCK = threading.Lock()
 
 
 def _is_model(layer: Any) -> bool:
-    return isinstance(layer, (keras.Sequential, keras.Model)) and hasattr(layer, "layers")
+    return isinstance(layer, keras.Model)
 
 
 def _own_layers(model: keras.Model) -> list[Any]:
@@ -205,7 +207,8 @@ def _replay(model: keras.Model, call: Callable[..., Any]) -> tuple[Any, Any]:
             x = call(layer, x)
         return inputs, x
     if len(getattr(model, "outputs", None) or ()) != 1:
-        raise ValueError(f"Grad-CAM needs a Sequential or Functional model with one output, not {type(model).__name__}.")
+        kind = type(model).__name__
+        raise ValueError(f"Grad-CAM needs a Sequential or Functional model with one output, not {kind}.")
     clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
     return clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs, clone.outputs[0]
 
@@ -242,19 +245,23 @@ class GradCam:
     """Grad-CAM heatmaps for one model; the gradient model is built once, calls are serialised by a lock."""
 
     def __init__(self, model: keras.Model, layer_name: str | None = None) -> None:
+        self.model = model
         with _BUILD_LOCK:
-            self.model = model
             self.layer_name = layer_name or find_target_layer(model)
             chain = _resolve(model, self.layer_name)
             self._tap = _tap_model(model, chain, logits=True)
         shape = tuple(self._tap.inputs[0].shape)
+        # What pages may read: the (height, width) images must have, their channels, the heatmap's (h, w).
         self.input_size: tuple[int | None, int | None] = (shape[1], shape[2])
         self.channels: int = int(shape[3])
         self.num_classes: int = int(self._tap.outputs[1].shape[-1])
-        self.map_size: tuple[int | None, int | None] = tuple(self._tap.outputs[0].shape[1:3])  # type: ignore[assignment]
+        self.map_size: tuple[int | None, int | None] = tuple(self._tap.outputs[0].shape[1:3])  # type: ignore
         self._lock = threading.Lock()
+        self._calls = 0
+        # A partial, not the bound method: TF keys its "frequent retracing" warning on the function's code,
+        # so every GradCam's single trace would otherwise count as a retrace of one shared function.
         self._fn = tf.function(
-            self._compute,
+            functools.partial(GradCam._compute, self),
             input_signature=(
                 tf.TensorSpec((None, *self.input_size, self.channels), tf.float32),
                 tf.TensorSpec((None,), tf.int32),
@@ -270,15 +277,19 @@ class GradCam:
         self, batch: np.ndarray | Sequence[np.ndarray], class_indices: Sequence[int | None] | None = None
     ) -> np.ndarray:
         """float32 [N, h, w] in 0..1, one heatmap per image; a None class index means the predicted class."""
-        images = np.stack([self._prepare(img) for img in batch]) if len(batch) else None
-        if images is None:
-            return np.zeros((0, *self.map_size), np.float32)
+        if len(batch) == 0:
+            return np.zeros((0, *(d or 0 for d in self.map_size)), np.float32)
+        images = np.stack([self._prepare(img) for img in batch])
         classes = self._class_array(class_indices, len(images))
         parts = []
         with self._lock:
+            # Tracing costs several eager calls (seconds for a big backbone), so the first calls run eagerly
+            # and only an instance that keeps being asked compiles its graph: a one-off photo stays fast.
+            compute = self._fn if self._calls >= EAGER_CALLS else self._compute
+            self._calls += 1
             for start in range(0, len(images), BATCH):
                 chunk = tf.constant(images[start : start + BATCH])
-                parts.append(self._fn(chunk, tf.constant(classes[start : start + BATCH])).numpy())
+                parts.append(compute(chunk, tf.constant(classes[start : start + BATCH])).numpy())
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _class_array(self, class_indices: Sequence[int | None] | None, n: int) -> np.ndarray:

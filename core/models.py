@@ -9,9 +9,11 @@ Only built-in Keras layers are used, so saved models load with ``safe_mode=True`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -416,7 +418,8 @@ def _load_backbone(spec: ModelSpec, size: tuple[int, int]) -> keras.Model:
         except OSError:
             pass
     try:
-        with warnings.catch_warnings():
+        # Keras prints download progress on stdout: keep it off the CLI's JSON output.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             # MobileNetV2 at sizes without their own weights: Keras loads the 224-px ones (they fit any size).
             warnings.filterwarnings("ignore", message=".*Weights for input shape.*")
             base = getattr(keras.applications, entry.factory)(weights=weights, **kwargs)

@@ -70,7 +70,9 @@ def confusion_matrix_figure(
     row_rates, col_rates = confusion_rates(counts)
     z = row_rates if normalize else counts
     show_text = n <= _MAX_CELL_TEXT_CLASSES
-    text = [[(f"{row_rates[i, j]:.0%}" if normalize else f"{counts[i, j]}") for j in range(n)] for i in range(n)]
+    # Empty cells stay blank so the mistakes stand out (fastai-style matrices drown in zeros).
+    text = [[("" if counts[i, j] == 0 else f"{row_rates[i, j]:.0%}" if normalize else f"{counts[i, j]}")
+             for j in range(n)] for i in range(n)]
     ticks = list(range(n))
     fig = go.Figure()
     fig.add_trace(
@@ -125,9 +127,14 @@ def confusion_matrix_figure(
     axis = dict(tickmode="array", tickvals=ticks, ticktext=names, showgrid=False, zeroline=False,
                 range=[-0.5, n - 0.5])
     fig.update_xaxes(title_text="predicted class", side="bottom", **axis)
-    fig.update_yaxes(title_text="true class", **{**axis, "range": [n - 0.5, -0.5]})
-    fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False)
-    return _style(fig, teacher_mode, height=height, title=title)
+    fig.update_yaxes(title_text="true class", scaleanchor="x", constrain="domain",
+                     **{**axis, "range": [n - 0.5, -0.5]})
+    fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False,
+                      plot_bgcolor="white")
+    _style(fig, teacher_mode, height=height, title=title)
+    if not title:
+        fig.update_layout(margin={"t": 20})
+    return fig
 
 
 def selected_cell(selection: Mapping[str, Any] | None) -> tuple[int, int] | None:

@@ -162,8 +162,8 @@ def _tensorflow_session(config: TrainConfig):
             if config.deterministic:
                 _disable_op_determinism()
             if _active_fits == 0:
-                keras.utils.clear_session(free_memory=True)
-        gc.collect()
+                keras.utils.clear_session(free_memory=False)
+        gc.collect()  # outside the lock: it can take a second after a big model
 
 
 def _disable_op_determinism() -> None:
@@ -193,8 +193,9 @@ def _optimizer(config: TrainConfig, learning_rate: float):
 
 
 def _compile(model: Any, config: TrainConfig, learning_rate: float) -> None:
-    model.compile(optimizer=_optimizer(config, learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    with model.distribute_strategy.scope():  # optimizer and metric variables live where the model does
+        model.compile(optimizer=_optimizer(config, learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
 
 
 def class_weights_from_counts(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -206,15 +207,54 @@ def class_weights_from_counts(labels: np.ndarray, n_classes: int) -> dict[int, f
 
 
 def _fit_model(model: Any, train_ds: Any, val_ds: Any | None, *, epochs: int, initial_epoch: int,
-               callbacks: list[Any], class_weight: dict[int, float] | None) -> Any:
+               callbacks: list[Any], class_weight: dict[int, float] | None, cached: Any = None) -> Any:
     """The one place where weights are fitted (cached transfer features may replace it)."""
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+    if cached is not None:
+        from core.features import fit_on_cached_features, wants_cached_features
+
+        if wants_cached_features(model, cached.config):  # frozen backbone: train the head on cached features
+            return fit_on_cached_features(model, val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                                          callbacks=callbacks, class_weight=class_weight, context=cached)
+    # No validation_data: the run's callback predicts the validation split once per epoch (kept for the
+    # epoch rewind) and derives val_loss / val_accuracy from those predictions, so it is not scored twice.
+    del val_ds
+    return model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
                      callbacks=callbacks, class_weight=class_weight, verbose=0)
 
 
-def _predict(model: Any, ds: Any) -> np.ndarray:
-    """Class probabilities for a (non-shuffled) dataset."""
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+def _predict(model: Any, ds: Any, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    """Class probabilities for a (non-shuffled) dataset; ``should_stop`` ends it after the current batch."""
+    callbacks = [_stop_predicting_callback(should_stop)] if should_stop is not None else None
+    return np.asarray(model.predict(ds, verbose=0, callbacks=callbacks), dtype=np.float32)
+
+
+def _stop_predicting_callback(should_stop: Callable[[], bool]) -> Any:
+    import keras
+
+    class StopPredicting(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if should_stop():
+                self.model.stop_predicting = True
+
+    return StopPredicting()
+
+
+def validation_scores(probs: np.ndarray, labels: np.ndarray, model: Any = None) -> tuple[float, float]:
+    """``(val_loss, val_accuracy)`` as Keras computes them: clipped cross-entropy plus the model's penalties."""
+    p = np.clip(probs[np.arange(len(labels)), labels].astype(np.float64), 1e-7, 1.0)
+    loss = float(-np.log(p).mean())
+    if model is not None:
+        loss += _regularisation(model)
+    return loss, float((probs.argmax(axis=1) == labels).mean())
+
+
+def _regularisation(model: Any) -> float:
+    """The model's weight penalties (L2...), which Keras adds to every reported loss."""
+    import keras
+
+    with contextlib.suppress(Exception):
+        return float(sum(float(keras.ops.convert_to_numpy(x)) for x in model.losses))
+    return 0.0
 
 
 def _make_callback_classes():
@@ -282,6 +322,7 @@ class _Job:
         self.val_labels: np.ndarray | None = None
         self.val_files: list[str] = []
         self.val_ds: Any = None
+        self.cached_context: Any = None  # core.features.CachedFitContext for the feature-cache path
         self.n_train = 0
         self.steps = 1
         self.epoch_index = 0
@@ -355,7 +396,13 @@ class _Job:
         if self.stop_requested or self.nan_epoch is not None:
             return  # an unfinished epoch: its numbers would mislead, the kept model is from earlier epochs
         train_part = self.last_batch_t - self.epoch_t0
-        probs = _predict(model, self.val_ds) if self.val_ds is not None else None
+        probs = None
+        if self.val_ds is not None:
+            probs = _predict(model, self.val_ds, should_stop=lambda: self.stop_requested)
+            if self.stop_requested or len(probs) != len(self.val_labels):
+                return
+            # Written into Keras' shared logs so EarlyStopping / ReduceLROnPlateau (after us) see them.
+            logs["val_loss"], logs["val_accuracy"] = validation_scores(probs, self.val_labels, model)
         seconds = time.perf_counter() - self.epoch_t0
         self.last_epoch_overhead = max(seconds / train_part, 1.0) if train_part > 0 else 1.0
         metrics = {
@@ -409,7 +456,10 @@ class _Job:
         try:
             self.store.set_status(self.run_id, "running")
             with _tensorflow_session(self.config):
-                status, message = self._train_and_evaluate()
+                try:
+                    status, message = self._train_and_evaluate()
+                finally:
+                    self._release()
         except _Diverged as err:
             status, message = "failed", str(err)
             self.log("error", message)
@@ -425,6 +475,13 @@ class _Job:
             self.log("traceback", traceback.format_exc())
         finally:
             self._finish(status, message)
+
+    def _release(self) -> None:
+        """Drop references to the model and data so the session clean-up can free them."""
+        self.kept_weights = None
+        self.val_ds = None
+        self.cached_context = None
+        self.epoch_probs = []
 
     def _finish(self, status: str, message: str | None) -> None:
         self.live.update(status=status, message=message, finished=time.time(), eta_seconds=None)
@@ -453,7 +510,10 @@ class _Job:
                          f"{len(test or [])} test images in {len(ds.class_names)} classes.")
 
         shape = (cfg.image_size, cfg.image_size, ds.channels)
-        with _TF_STATE_LOCK:  # Keras names layers from process-wide counters
+        from core.features import CachedFitContext
+        from core.strategy import get_strategy
+
+        with _TF_STATE_LOCK, get_strategy().scope():  # Keras names layers from process-wide counters
             model = build_model(cfg.model, shape, len(ds.class_names))
         _compile(model, cfg, cfg.learning_rate)
         params = count_params(model)
@@ -466,6 +526,10 @@ class _Job:
             self.val_ds = val_fit
             self.val_labels = np.asarray(val.labels, dtype=np.int64)
             self.val_files = _file_names(val)
+        self.cached_context = CachedFitContext(config=cfg, home=self.store.home, train=train,
+                                               val=val if has_val else None, channels=ds.channels,
+                                               should_stop=lambda: self.stop_requested, log=self.log,
+                                               naming_lock=_TF_STATE_LOCK)
         self.n_train = len(train)
         self.steps = max(math.ceil(len(train) / cfg.batch_size), 1)
         self.live.update(batches_per_epoch=self.steps)
@@ -522,6 +586,7 @@ class _Job:
                    last: int, lr: float) -> None:
         del lr  # the model is compiled with it; kept for symmetry with the fine-tuning phase
         _fit_model(model, train_ds, val_ds, epochs=last, initial_epoch=first, callbacks=self._callbacks(),
+                   cached=self.cached_context,
                    class_weight=weights)
         if model.stop_training and not self.stop_requested and self.nan_epoch is None and self.live.epoch < last:
             self.log("info", f"Early stopping after epoch {self.live.epoch}: {self.monitor} stopped improving "

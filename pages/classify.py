@@ -17,7 +17,6 @@ import streamlit as st
 
 from core import plots_eval
 from core.classify import PhotoResult, classify_photos, results_csv, results_rows
-from core.errors import UserError
 from core.images import IMAGE_EXTENSIONS
 from ui.common import advanced, explain, run_picker, teacher_mode, user_errors
 from ui.engine import get_predictor
@@ -56,30 +55,43 @@ def choose_model() -> tuple[Any, str, str] | None:
 
 
 def uploaded_model() -> tuple[Any, str, str] | None:
-    """A model file the user uploads (.keras, older .h5, or a Teachable Machine export) - issue 7."""
-    from core.model_import import load_user_model
-
-    files = st.file_uploader(
-        "Model file and its labels", type=["keras", "h5", "zip", "txt", "json"], accept_multiple_files=True,
-        key="cls_model_files",
-        help="A .keras file, an older .h5 file, or Teachable Machine's Keras export (keras_model.h5 + labels.txt, "
-             "or the zip as downloaded).",
+    """A model file the user uploads (.keras, older .h5, a Teachable Machine or CNN Lab export) - issue 7."""
+    left, right = st.columns([2, 1])
+    model_file = left.file_uploader(
+        "Model file", type=["keras", "h5", "zip"], key="cls_model_file",
+        help="A .keras file, an older Keras .h5 file, Teachable Machine's Keras export (keras_model.h5, or the "
+             "zip as downloaded) or a CNN Lab export zip.",
     )
-    explain("Models are loaded in safe mode: files with custom code (Lambda layers) are refused.")
-    if not files:
+    labels_file = right.file_uploader("labels.txt (if separate)", type=["txt"], key="cls_labels_file")
+    explain("Models are checked before loading: files with custom code (Lambda layers) are refused.")
+    if model_file is None:
         return None
-    named = {f.name: f.getvalue() for f in files}
-    key = "upload:" + hashlib.sha256(b"".join(hashlib.sha256(v).digest() for v in named.values())).hexdigest()[:16]
+    data = model_file.getvalue()
+    labels = labels_file.getvalue() if labels_file is not None else None
+    digest = hashlib.sha256(data + b"\0" + (labels or b"")).hexdigest()[:16]
     with user_errors(), st.spinner("Loading the model..."):
-        predictor = _load_user_model(key, named, load_user_model)
-        return predictor, key, ", ".join(named)
+        imported = _load_user_model(f"upload:{digest}", model_file.name, data, labels)
+        for note in imported.notes:
+            st.info(note)
+        predictor = _predictor_for(f"upload:{digest}", imported)
+        return predictor, f"upload:{digest}", f"{model_file.name} ({imported.describe()})"
     return None
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _load_user_model(key: str, _files: dict[str, bytes], _loader: Any) -> Any:
-    """One loaded predictor per distinct upload (keyed by the files' hashes)."""
-    return _loader(_files)
+def _load_user_model(key: str, name: str, _data: bytes, _labels: bytes | None) -> Any:
+    """One imported model per distinct upload (keyed by the files' hash): loading is slow, reruns are not."""
+    from core.model_import import load_user_model
+
+    return load_user_model(_data, name, labels=_labels)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _predictor_for(key: str, _imported: Any) -> Any:
+    """A thread-safe predictor around an imported model (raw pixels in, probabilities out)."""
+    from core.inference import Predictor
+
+    return Predictor(_imported.model, _imported.class_names, _imported.image_size, _imported.channels)
 
 
 # ---------------------------------------------------------------- classifying
@@ -210,10 +222,13 @@ def main() -> None:
     names = predictor.class_names
     st.markdown(f"**{len(names)} classes:** " + ", ".join(f"`{n}`" for n in names[:30])
                 + (" ..." if len(names) > 30 else ""))
-    threshold = st.slider("Say 'not sure' below this confidence", 0.0, 1.0, 0.6, 0.05, key="cls_threshold",
-                          help="When the most likely class has a lower probability than this, the verdict is 'not sure'.")
-    with advanced("More settings"):
+    left, right = st.columns([3, 1])
+    threshold = left.slider("Say 'not sure' below this confidence", 0.0, 1.0, 0.6, 0.05, key="cls_threshold",
+                            help="When the most likely class has a lower probability than this, the verdict is "
+                                 "'not sure'.")
+    with right:
         k = int(st.number_input("Classes to show", 1, max(1, len(names)), min(3, len(names)), key="cls_top_k"))
+    with advanced("Grad-CAM heat map"):
         gradcam = gradcam_controls("cls")
     explain(f"Model: {description}. A model always picks one of its {len(names)} classes, even for a photo of "
             "something else: the threshold is how you let it say 'I don't know'.")

@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.evaluation import confusion_matrix
 from ui.common import explain, format_duration, run_label, status_dot, teacher_mode, user_errors
 from ui.engine import get_manager, get_predictor, get_store, home_dir
-from ui.gallery import SplitImages, Tile, for_display, gradcam_controls, gradcam_tiles, image_grid
+from ui.gallery import SplitImages, Tile, gradcam_controls, gradcam_tiles, image_grid
 
 STATUSES = ("finished", "stopped")
 MAX_RUNS = 6
@@ -116,13 +116,13 @@ def scores_table(records: list[Any], names: list[str], speeds: list[Speed | None
                       "train_images_per_second", "latency_ms", "predict_images_per_second"],
         column_config={
             "name": "run",
-            "accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),
+            "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
             "macro_f1": st.column_config.NumberColumn("macro F1", format="percent"),
             "f1": st.column_config.NumberColumn("weighted F1", format="percent"),
-            "params": st.column_config.NumberColumn("parameters", format="localized"),
-            "train_images_per_second": st.column_config.NumberColumn("training images/s", format="%.0f"),
-            "latency_ms": st.column_config.NumberColumn("latency, 1 image (ms)", format="%.1f"),
-            "predict_images_per_second": st.column_config.NumberColumn("prediction images/s", format="%.0f"),
+            "params": st.column_config.NumberColumn("params", format="localized"),
+            "train_images_per_second": st.column_config.NumberColumn("train images/s", format="%.0f"),
+            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f"),
+            "predict_images_per_second": st.column_config.NumberColumn("predict images/s", format="%.0f"),
         },
     )
     explain("Test accuracy and F1: how often each model is right on its test images (macro F1 counts every class "
@@ -198,7 +198,7 @@ def disagreement_gallery(records: list[Any], names: list[str], preds: list[Predi
                 for n, p, c in zip(names, d.preds, d.confidences)))
             for t, d in zip(tiles, shown)
         ]
-        image_grid(captions, columns=4)
+        image_grid(captions, columns=6)
         return
     # With Grad-CAM: one row per image, the photo then each run's heat map for its own answer.
     with user_errors(), st.spinner("Computing Grad-CAM heat maps..."):

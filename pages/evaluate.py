@@ -40,7 +40,9 @@ class View:
 
     @property
     def where(self) -> str:
-        return "test images" if self.epoch is None else f"validation images after epoch {self.epoch}"
+        if self.epoch is not None:
+            return f"validation images after epoch {self.epoch}"
+        return "test images" if self.split == "test" else "validation images (this dataset has no test split)"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,9 @@ def choose_view(data: RunData) -> View:
         ) or TEST_VIEW
     if mode == TEST_VIEW:
         preds = data.test
-        return View(preds, "test", None, classification_metrics(preds.labels, preds.probs, data.class_names))
+        # A dataset without a test split is scored on its validation split instead.
+        split = "val" if (data.record.result or {}).get("evaluated_on") == "validation" else "test"
+        return View(preds, split, None, classification_metrics(preds.labels, preds.probs, data.class_names))
     last = data.epochs.epochs
     epoch = last if last == 1 else st.slider(
         "Epoch", 1, last, last, key="eval_epoch",
@@ -225,8 +229,8 @@ def mistakes_section(data: RunData, view: View, images: SplitImages, gradcam: tu
         st.success(f"The model got every one of the {len(p)} {view.where} right.")
         return
     order = wrong[np.argsort(-p.losses[wrong], kind="stable")]
-    count = st.slider("How many to show", 6, max(6, min(120, int(order.size) + 5)), min(24, max(6, int(order.size))),
-                      step=6, key="eval_mistakes_n") if order.size > 6 else order.size
+    most = min(120, int(order.size))
+    count = st.slider("How many to show", 1, most, min(24, most), key="eval_mistakes_n") if most > 6 else most
     explain(
         f"{order.size} of {len(p)} {view.where} are wrong. Sorted by loss: the top ones are those the model was "
         "most sure about and still got wrong, often label errors or truly ambiguous pictures.",
@@ -320,7 +324,7 @@ def predictions_section(data: RunData, view: View, images: SplitImages, gradcam:
     """Every prediction: filters, a sortable table with thumbnails, CSV, and the selected row in detail."""
     frame = predictions_frame(data, view)
     with advanced("Filters"):
-        cols = st.columns([2, 1, 2])
+        cols = st.columns([3, 2, 3])
         classes = cols[0].multiselect("Class (true or predicted)", data.class_names, key="eval_tbl_classes")
         which = cols[1].segmented_control("Answers", ["All", "Right", "Wrong"], default="All", required=True,
                                           key="eval_tbl_which") or "All"
@@ -398,38 +402,22 @@ def export_section(data: RunData) -> None:
     from core.export import export_bytes
 
     fmt = st.selectbox("Format", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.__getitem__, key="eval_export_fmt")
-    explain("Each export comes with labels.txt and a small JSON describing the input size and preprocessing. "
-            "Before the download is offered the file is loaded back and its predictions compared with the run's model.")
-    prepared = st.session_state.get("eval_export")
+    explain("Each export is a zip with the model, labels.txt and preprocessing.json (input size and pixel range). "
+            "Before the download is offered the model is loaded back and its predictions compared with the run's.")
     if st.button("Prepare the download", key="eval_export_go"):
         with user_errors(), st.spinner("Exporting and checking the exported model..."):
-            prepared = {"run_id": data.run_id, "fmt": fmt, **_export(export_bytes, data.run_id, fmt)}
-            st.session_state["eval_export"] = prepared
-    if prepared and prepared.get("run_id") == data.run_id and prepared.get("fmt") == fmt:
-        report = prepared.get("report") or {}
-        diff = report.get("max_abs_diff")
-        if diff is not None:
-            explain(f"Reloaded and checked on {report.get('checked_images', 'a few')} images: the largest difference "
-                    f"from the run's own predictions is {diff:.1e} (probabilities go from 0 to 1).")
-        st.download_button(f"Download {prepared['file_name']}", prepared["data"], file_name=prepared["file_name"],
-                           mime="application/octet-stream", key="eval_export_dl", on_click="ignore")
-
-
-def _export(export_bytes: Any, run_id: str, fmt: str) -> dict[str, Any]:
-    """Call the engine's exporter and normalise its answer to data, file name and check report."""
-    out = export_bytes(get_store(), run_id, fmt)
-    if isinstance(out, tuple):
-        payload, meta = out[0], (out[1] if len(out) > 1 else {})
-    elif isinstance(out, dict):
-        payload, meta = out.get("data"), out
-    else:
-        payload, meta = out, {}
-    meta = meta if isinstance(meta, dict) else {}
-    ext = {"keras": ".keras", "tflite": ".tflite", "tflite-int8": "-int8.tflite", "savedmodel": "-savedmodel.zip"}[fmt]
-    name = meta.get("file_name") or meta.get("filename") or f"{run_id}{ext}"
-    if fmt in ("keras", "tflite", "tflite-int8") and not name.endswith(".zip") and meta.get("bundled"):
-        name = f"{run_id}-{fmt}.zip"
-    return {"data": payload, "file_name": name, "report": meta.get("report", meta)}
+            name, payload, report = export_bytes(get_store(), data.run_id, fmt)
+            st.session_state["eval_export"] = {"run_id": data.run_id, "fmt": fmt, "name": name, "data": payload,
+                                               "report": report}
+    prepared = st.session_state.get("eval_export")
+    if not prepared or prepared["run_id"] != data.run_id or prepared["fmt"] != fmt:
+        return
+    report = prepared["report"]
+    explain(f"Reloaded and checked on {report['checked_images']} images: the largest difference from the run's own "
+            f"probabilities is {report['max_abs_diff']:.1e} (allowed {report['tolerance']:g}); the top answer agrees "
+            f"on {report['top1_agreement']:.0%} of them. Size {report['bytes'] / 1e6:.1f} MB.")
+    st.download_button(f"Download {prepared['name']}", prepared["data"], file_name=prepared["name"],
+                       mime="application/zip", key="eval_export_dl", on_click="ignore")
 
 
 # ---------------------------------------------------------------- the page
@@ -446,7 +434,7 @@ def header(data: RunData) -> None:
 def main() -> None:
     st.title("Evaluate")
     explain("How good is a finished model, and where does it go wrong?")
-    run_id = run_picker("Run", key="eval_run")
+    run_id = run_picker("Run", key="eval_run", statuses=("finished", "stopped"))
     if run_id is None:
         st.info("No finished run yet: train one on the Train page, then come back here.")
         st.page_link("pages/train.py", label="Go to Train", icon="🏋️")

@@ -33,7 +33,10 @@ def _distractor() -> np.ndarray:
 
 
 def marker_dataset(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Noisy images whose class is decided only by one marker patch; returns images, labels, marker & distractor corners."""
+    """Noisy images whose class is decided only by one marker patch.
+
+    Returns images, labels and the top-left corners of each image's marker and distractor.
+    """
     images = rng.integers(40, 216, (n, SIZE, SIZE, 3)).astype(np.uint8)
     labels = rng.integers(0, CLASSES, n)
     markers, distractors = np.zeros((n, 2), int), np.zeros((n, 2), int)
@@ -72,7 +75,8 @@ def small_cnn(head: str) -> keras.Model:
 def _inside(point: tuple[int, int], corner: np.ndarray) -> bool:
     """Is the pixel inside the patch box whose top-left is ``corner``, dilated by MARGIN on every side?"""
     r, c = point
-    return bool(corner[0] - MARGIN <= r < corner[0] + PATCH + MARGIN and corner[1] - MARGIN <= c < corner[1] + PATCH + MARGIN)
+    top, left = corner[0] - MARGIN, corner[1] - MARGIN
+    return bool(top <= r < top + PATCH + 2 * MARGIN and left <= c < left + PATCH + 2 * MARGIN)
 
 
 @pytest.fixture(scope="module", params=["gap", "flatten"])
@@ -315,3 +319,38 @@ def test_concurrent_callers_on_different_models_get_their_own_answers() -> None:
     for i in (0, 1):
         for got in results[i]:
             np.testing.assert_allclose(got, expected[i], atol=1e-6)
+
+
+# ------------------------------------------------------------------------- every architecture the app builds
+
+
+def _app_specs() -> list:
+    from core.config import ConvBlock, CustomArchitecture, ModelSpec
+    from core.models import list_models
+
+    specs = [ModelSpec(name=info.name) for info in list_models() if info.kind == "scratch"]
+    blocks = (ConvBlock(8, batch_norm=True, dropout=0.1), ConvBlock(16, convs=2, pool="avg"))
+    specs += [ModelSpec(name="custom", custom=CustomArchitecture(blocks=blocks, head=h)) for h in ("flatten", "gap")]
+    return specs
+
+
+@pytest.mark.parametrize("spec", _app_specs(), ids=lambda s: s.name + (f"-{s.custom.head}" if s.custom else ""))
+def test_every_scratch_and_custom_model_is_explained_at_its_last_conv(spec) -> None:
+    from core.models import LAST_CONV, build_model
+
+    model = build_model(spec, (32, 32, 3), 3)
+    cam = GradCam(model)
+    assert cam.map_size == GradCam(model, LAST_CONV).map_size  # never coarsened by a pooling layer
+    hm = cam.heatmap(np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert hm.shape == cam.map_size and np.isfinite(hm).all() and 0.0 <= hm.min() and hm.max() <= 1.0
+
+
+def test_app_transfer_model_on_gray_images_is_explained_inside_its_backbone() -> None:
+    from core.config import ModelSpec
+    from core.models import build_model
+
+    model = build_model(ModelSpec(name="transfer:mobilenet_v2", weights=None), (64, 64, 1), 2)
+    cam = GradCam(model)
+    assert cam.layer_name == "backbone/out_relu" and cam.channels == 1
+    hm = cam.heatmap(np.random.default_rng(7).integers(0, 256, (64, 64), dtype=np.uint8), 1)
+    assert hm.shape == (2, 2) and np.isfinite(hm).all() and hm.max() <= 1.0

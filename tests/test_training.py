@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,9 @@ import keras
 import numpy as np
 import pytest
 
+import core.models
 import core.training as training
-from core.config import ModelSpec, SplitConfig, TrainConfig
+from core.config import ConvBlock, CustomArchitecture, ModelSpec, SplitConfig, TrainConfig
 from core.evaluation import metrics_at_epoch, run_predictions
 from core.store import RunStore
 from core.training import TrainingManager, class_weights_from_counts, train_to_completion
@@ -67,13 +70,31 @@ def test_a_finished_run_has_every_artifact_and_an_epoch_rewind(home: Path) -> No
 def test_queue_runs_one_at_a_time(manager: TrainingManager) -> None:
     first = manager.start(TINY)
     second = manager.start(TINY.replace(seed=1))
-    assert manager.snapshot(second).status == "queued"
+    third = manager.start(TINY.replace(seed=2))
+    assert manager.snapshot(second).status == manager.snapshot(third).status == "queued"
+    manager.stop(third)  # a queued run stops at once and never starts
+    assert manager.snapshot(third).status == "stopped"
     a = manager.wait(first, WAIT)
     b = manager.wait(second, WAIT)
     assert (a.status, b.status) == ("finished", "finished")
     assert b.started >= a.finished  # the second started only once the first was done
-    assert [s.run_id for s in manager.list()] == [second, first]
-    assert manager.get(first).snapshot().status == "finished"
+    assert manager.store.get(third).started is None and manager.store.epochs(third) == []
+    assert [s.run_id for s in manager.list()] == [third, second, first]
+    assert manager.get(first).snapshot().status == "finished" and manager.get("nope") is None
+
+    # Snapshots are copies: changing one does not touch the run.
+    a.history["loss"].append(123.0)
+    assert manager.snapshot(first).history["loss"][-1] != 123.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.status = "x"  # type: ignore[misc]
+    # A later manager (after a restart) rebuilds the same history and result from the store.
+    again = TrainingManager(manager.store).snapshot(first)
+    assert again.history["loss"] == pytest.approx(manager.snapshot(first).history["loss"])
+    assert again.result == manager.snapshot(first).result
+
+    folder = manager.store.run_dir(second)
+    manager.delete(second)
+    assert manager.snapshot(second) is None and not folder.exists()
 
 
 def test_stop_is_honoured_within_one_batch(manager: TrainingManager, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,24 +137,16 @@ def test_stop_is_honoured_within_one_batch(manager: TrainingManager, monkeypatch
     assert snap.result is not None and snap.result["best_epoch"] == 1
 
 
-def test_stopping_a_queued_run_never_starts_it(manager: TrainingManager) -> None:
-    first = manager.start(TINY)
-    second = manager.start(TINY)
-    manager.stop(second)
-    assert manager.snapshot(second).status == "stopped"
-    assert manager.wait(first, WAIT).status == "finished"
-    assert manager.store.get(second).started is None and manager.store.epochs(second) == []
-
-
 def test_nan_loss_fails_with_a_sentence(manager: TrainingManager) -> None:
-    rid = manager.start(TINY.replace(optimizer="sgd", learning_rate=9.0, epochs=3))
+    # A large L2 penalty with a large SGD step makes the weights grow exponentially until they overflow.
+    broken = ModelSpec(name="custom", custom=CustomArchitecture(blocks=(ConvBlock(8),), dense_units=(16,), l2=0.5))
+    rid = manager.start(TINY.replace(model=broken, optimizer="sgd", learning_rate=9.0, epochs=3))
     snap = manager.wait(rid, WAIT)
     assert snap.status == "failed"
-    assert snap.message.startswith("The loss became ")
-    assert "at epoch 1: try a learning rate 10x lower (0.9)" in snap.message
+    assert re.fullmatch(r"The loss became (NaN|infinite) at epoch [123]: try a learning rate 10x lower \(0\.9\)\.",
+                        snap.message), snap.message
     assert manager.store.get(rid).message == snap.message
     assert any(e["kind"] == "error" for e in manager.store.events(rid))
-
 
 def test_an_exception_is_recorded_on_the_run(manager: TrainingManager, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_fit(*args: Any, **kwargs: Any) -> None:
@@ -161,52 +174,56 @@ def test_deterministic_runs_repeat_exactly(manager: TrainingManager) -> None:
     b = manager.wait(manager.start(cfg), WAIT)
     assert a.status == b.status == "finished"
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(a.history[key]) == cfg.epochs and all(np.isfinite(a.history[key])), key
         assert a.history[key] == b.history[key], key
-    c = manager.wait(manager.start(cfg.replace(seed=8)), WAIT)
-    assert c.history["loss"] != a.history["loss"]  # the seed matters, so equality above is not vacuous
+    assert a.history["loss"][0] != a.history["loss"][1]  # real numbers, not a constant placeholder
+
+def test_optimizers_are_built_from_the_config() -> None:
+    for name, cls in (("adam", keras.optimizers.Adam), ("nadam", keras.optimizers.Nadam),
+                      ("rmsprop", keras.optimizers.RMSprop), ("sgd", keras.optimizers.SGD)):
+        opt = training._optimizer(TINY.replace(optimizer=name, momentum=0.8), 0.01)
+        assert isinstance(opt, cls) and float(opt.learning_rate) == pytest.approx(0.01)
+    assert training._optimizer(TINY.replace(optimizer="sgd", momentum=0.8), 0.01).momentum == pytest.approx(0.8)
 
 
-def test_schedules_early_stopping_and_optimizers(home: Path) -> None:
+def test_decay_plateau_early_stopping_and_class_weights(home: Path) -> None:
     store = RunStore(home)
-    cfg = TINY.replace(epochs=6, optimizer="rmsprop", lr_decay_rate=0.5, reduce_lr_patience=1,
+    cfg = TINY.replace(epochs=6, optimizer="nadam", lr_decay_rate=0.5, reduce_lr_patience=2,
                        early_stopping_patience=1, early_stopping_monitor="val_accuracy", class_weights=True)
     s = train_to_completion(cfg, store)
     assert s["status"] == "finished", s["message"]
     lrs = s["history"]["lr"]
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(5e-4)  # halved each epoch
     assert all(b < a for a, b in zip(lrs, lrs[1:]))
-    for opt in ("nadam", "sgd"):
-        assert train_to_completion(TINY.replace(epochs=1, optimizer=opt), store)["status"] == "finished"
+    stopped_early = any("Early stopping" in e["text"] for e in store.events(s["run_id"]))
+    assert stopped_early == (len(lrs) < cfg.epochs)
 
+def test_transfer_model_fine_tunes_in_a_second_phase(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    initial: dict[str, np.ndarray] = {}
 
-def test_transfer_model_fine_tunes_in_a_second_phase(home: Path) -> None:
-    spec = ModelSpec(name="transfer:mobilenet_v2", alpha=0.35, weights=None, head_units=16,
-                     fine_tune_layers=4, fine_tune_epochs=1)
-    cfg = TINY.replace(model=spec, image_size=32, epochs=1, split=SplitConfig(limit_per_class=6))
+    def small_transfer_model(spec: ModelSpec, shape: tuple[int, int, int], n: int) -> keras.Model:
+        """A stand-in with the same layout as a transfer model (frozen "backbone" called with training=False)."""
+        backbone = keras.Sequential([keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3, activation="relu"),
+                                     keras.layers.Conv2D(4, 3, activation="relu"),
+                                     keras.layers.GlobalAveragePooling2D()], name="backbone")
+        backbone.trainable = False
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, keras.layers.Dense(n, activation="softmax")(backbone(inputs, training=False)))
+        initial["first"] = backbone.layers[1].get_weights()[0].copy()
+        initial["top"] = backbone.layers[2].get_weights()[0].copy()
+        return model
+
+    monkeypatch.setattr(core.models, "build_model", small_transfer_model)
+    spec = ModelSpec(name="transfer:mobilenet_v2", weights=None, fine_tune_layers=2, fine_tune_epochs=1)
+    cfg = TINY.replace(model=spec, epochs=1, restore_best=False, use_feature_cache=False)
     store = RunStore(home)
     s = train_to_completion(cfg, store)
     assert s["status"] == "finished", s["message"]
     assert len(s["history"]["loss"]) == 2  # one epoch with the frozen base, one fine-tuning
     assert s["history"]["lr"][1] == pytest.approx(cfg.learning_rate * spec.fine_tune_lr_factor)
-    assert any("Fine-tuning the top 4" in e["text"] for e in store.events(s["run_id"]))
-
-
-def test_snapshot_is_an_independent_copy(manager: TrainingManager) -> None:
-    rid = manager.start(TINY)
-    snap = manager.wait(rid, WAIT)
-    snap.history["loss"].append(123.0)
-    assert manager.snapshot(rid).history["loss"][-1] != 123.0
-    with pytest.raises(Exception):
-        snap.status = "x"  # type: ignore[misc]
-    # A later manager (after a restart) rebuilds the same history from the store.
-    again = TrainingManager(manager.store).snapshot(rid)
-    assert again.history["loss"] == pytest.approx(manager.snapshot(rid).history["loss"])
-    assert again.result == manager.snapshot(rid).result
-
-
-def test_delete_removes_run_and_files(manager: TrainingManager) -> None:
-    rid = manager.start(TINY.replace(epochs=1))
-    manager.wait(rid, WAIT)
-    folder = manager.store.run_dir(rid)
-    manager.delete(rid)
-    assert manager.snapshot(rid) is None and not folder.exists()
+    assert any("Fine-tuning the top 2" in e["text"] for e in store.events(s["run_id"]))
+    saved = keras.saving.load_model(store.run_dir(s["run_id"]) / "model.keras", compile=False)
+    top_conv_saved = saved.get_layer("backbone").layers[2].get_weights()[0]
+    first_conv_saved = saved.get_layer("backbone").layers[1].get_weights()[0]
+    assert not np.allclose(top_conv_saved, initial["top"])  # the unfrozen top layer learned
+    assert np.allclose(first_conv_saved, initial["first"])  # the layer below stayed frozen

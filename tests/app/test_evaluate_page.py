@@ -1,0 +1,185 @@
+"""The Evaluate page on a real tiny engine: metrics, confusion cell -> images, mistakes, rewind, every prediction, errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_pages_runs import shared_home  # noqa: E402
+
+from core import plots_eval  # noqa: E402
+from core.comparison import load_epoch_predictions, load_predictions  # noqa: E402
+from core.evaluation import classification_metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[tuple[Path, list[str]]]:
+    """CNNLAB_HOME pointed at the two trained tiny runs for this module."""
+    home, ids = shared_home()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_HOME", str(home))
+        yield home, ids
+
+
+def open_evaluate(run_id: str | None = None, tab: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    if run_id:
+        at.query_params["run"] = run_id
+    at.run()
+    at.switch_page("pages/evaluate.py")
+    if tab:
+        at.session_state["eval_tab"] = tab
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def images_shown(at: AppTest) -> int:
+    return sum(type(node).__name__ == "Image" for node in at.main)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_finished_run_shows_its_metrics_with_captions(runs) -> None:
+    home, (run_a, _) = runs
+    from core.store import RunStore
+
+    result = RunStore(home).get(run_a).result
+    at = open_evaluate(run_a)
+    assert not at.error
+    assert metric(at, "Accuracy") == f"{result['accuracy']:.1%}"
+    assert metric(at, "F1 (macro)") == f"{result['macro_f1']:.1%}"
+    labels = {m.label for m in at.metric}
+    assert {"Precision (weighted)", "Recall (weighted)", "F1 (weighted)", "Precision (macro)", "Recall (macro)"} <= labels
+    captions = [c.value for c in at.caption]
+    assert any("never trained on" in c for c in captions)
+    assert [t.label for t in at.tabs][:5] == ["Confusion matrix", "Mistakes", "Per class", "Training curves",
+                                              "Every prediction"]
+    assert at.get("plotly_chart"), "the confusion matrix is drawn"
+
+
+def test_a_clicked_cell_selects_the_images_in_it(runs) -> None:
+    home, (run_a, _) = runs
+    from core.store import RunStore
+
+    preds = load_predictions(RunStore(home), run_a)
+    cm = np.zeros((10, 10), int)
+    np.add.at(cm, (preds.labels, preds.preds), 1)
+    cell = plots_eval.cell_options(cm, [str(i) for i in range(10)])[0]  # the biggest mistake
+    # What Streamlit reports for a click on that cell of the drawn figure:
+    fig = plots_eval.confusion_matrix_figure(cm, [str(i) for i in range(10)])
+    cells = next(t for t in fig.data if t.type == "scatter")
+    point = cell[0] * 10 + cell[1]
+    selection = {"selection": {"points": [{"curve_number": 1, "point_index": point, "x": cells.x[point],
+                                           "y": cells.y[point], "customdata": list(cells.customdata[point])}]}}
+    assert plots_eval.selected_cell(selection) == cell
+    members = plots_eval.cell_members(preds.labels, preds.probs, *cell)
+    assert sorted(members.tolist()) == np.flatnonzero((preds.labels == cell[0]) & (preds.preds == cell[1])).tolist()
+
+    at = open_evaluate(run_a)
+    assert images_shown(at) == 0
+    at.session_state["eval_cell"] = cell  # what the chart's on_select callback stores
+    at.run()
+    assert not at.exception and not at.error
+    assert images_shown(at) == len(members) == cm[cell]
+    assert at.selectbox(key="eval_cell").value == cell
+    # The fallback picker alone reaches the same images: pick the diagonal cell of class 0.
+    at.selectbox(key="eval_cell").set_value((0, 0)).run()
+    assert images_shown(at) == cm[0, 0]
+
+
+def test_mistakes_gallery_sorted_by_loss_with_gradcam(runs) -> None:
+    home, (run_a, _) = runs
+    from core.store import RunStore
+
+    preds = load_predictions(RunStore(home), run_a)
+    wrong = int((~preds.correct).sum())
+    at = open_evaluate(run_a, tab="Mistakes")
+    assert images_shown(at) == min(wrong, 24)
+    at.toggle(key="eval_gradcam").set_value(True).run()
+    assert not at.exception and not at.error
+    assert images_shown(at) == min(wrong, 24)
+
+
+def test_rewind_redraws_metrics_at_the_chosen_epoch(runs) -> None:
+    home, (_, run_b) = runs
+    from core.store import RunStore
+
+    store = RunStore(home)
+    epochs = load_epoch_predictions(store, run_b)
+    names = store.get(run_b).result["classes"]
+    at = open_evaluate(run_b)
+    at.session_state["eval_view"] = "Rewind training (validation set)"
+    at.run()
+    for epoch in (1, epochs.epochs):
+        at.slider(key="eval_epoch").set_value(epoch).run()
+        assert not at.exception
+        expected = classification_metrics(epochs.labels, epochs.at(epoch).probs, names)
+        assert metric(at, "Accuracy") == f"{expected['accuracy']:.1%}"
+        assert any(f"after epoch {epoch} of {epochs.epochs}" in c.value for c in at.caption)
+
+
+def test_every_prediction_table_filters_and_downloads(runs) -> None:
+    home, (run_a, _) = runs
+    from core.store import RunStore
+
+    preds = load_predictions(RunStore(home), run_a)
+    at = open_evaluate(run_a, tab="Every prediction")
+    table = at.dataframe[0].value
+    assert len(table) == len(preds)
+    assert {"image", "file", "true", "predicted", "confidence", "loss", "correct"} <= set(table.columns)
+    assert table["image"].str.startswith("data:image/png;base64,").all()
+    assert table["loss"].is_monotonic_decreasing
+    at.button_group(key="eval_tbl_which").set_value("Wrong").run()
+    assert len(at.dataframe[0].value) == int((~preds.correct).sum())
+    assert at.get("download_button")
+
+
+def test_curves_tab_shows_the_onset_sentence(runs) -> None:
+    _, (run_a, _) = runs
+    at = open_evaluate(run_a, tab="Training curves")
+    assert at.get("plotly_chart")
+    assert any("Validation loss" in c.value or "overfit" in c.value for c in at.caption)
+
+
+def test_export_downloads_a_checked_keras_model(runs) -> None:
+    _, (run_a, _) = runs
+    at = open_evaluate(run_a, tab="Export")
+    at.button(key="eval_export_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Reloaded and checked" in c.value for c in at.caption)
+    assert at.get("download_button")
+
+
+def test_user_errors_are_one_sentence(runs, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.store import RunStore
+
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    store = RunStore(home)
+    cfg = __import__("eval_pages_runs").BASE
+    empty = store.create_run(cfg, "no artifacts")
+    store.set_status(empty, "finished")
+    gone = store.create_run(cfg, "folder deleted")
+    store.set_status(gone, "finished")
+    __import__("shutil").rmtree(store.run_dir(gone))
+    for run_id, words in ((empty, "no saved test predictions"), (gone, "is gone")):
+        at = open_evaluate(run_id)
+        assert [e.value for e in at.error] and words in at.error[0].value
+        assert not at.metric
+
+
+def test_no_runs_yet_points_to_train(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    at = open_evaluate()
+    assert any("No finished run yet" in i.value for i in at.info)
