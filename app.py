@@ -108,7 +108,7 @@ def manage_runs(records: list) -> None:
         options = list(labels)
         run_id = st.selectbox("Run", options, index=options.index(current) if current in labels else 0,
                               format_func=labels.__getitem__, key="sidebar_manage_run")
-        with st.form("sidebar_rename_form", clear_on_submit=False, border=False):
+        with st.form("sidebar_rename_form", clear_on_submit=True, border=False):
             name = st.text_input("New name", key="sidebar_new_name",
                                  placeholder="e.g. digits, big head, no augmentation")
             renamed = st.form_submit_button("Rename", key="sidebar_rename", width="stretch")

@@ -272,10 +272,10 @@ def architecture_figure(
                                 "font": {"size": font}})
 
     fig = go.Figure()
-    for kind in KIND_COLORS:  # a fixed order keeps the legend stable while the custom builder redraws
+    for kind, color in KIND_COLORS.items():  # a fixed order keeps the legend stable while the custom builder redraws
         if kind not in faces:
             continue
-        color, f, hv = KIND_COLORS[kind], faces[kind], hover[kind]
+        f, hv = faces[kind], hover[kind]
         name = KIND_LABELS[kind]
         fig.add_trace(go.Scatter(
             x=f["sx"], y=f["sy"], mode="lines", fill="toself", fillcolor=_lighter(color, 0.45),

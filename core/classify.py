@@ -83,7 +83,9 @@ def decode_photo(name: str, data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
     """Any photo (JPEG, PNG, WebP, HEIC, EXIF-rotated, transparent, gray) as kept pixels and its original size."""
     if not data:
         raise UserError(f"'{name}' is empty: upload the photo again.")
-    img = decode_image(data, channels=None)
+    named = io.BytesIO(data)
+    named.name = name  # so a decoding error names the user's file
+    img = decode_image(named, channels=None)
     return _keep(img), (int(img.shape[0]), int(img.shape[1]))
 
 

@@ -158,7 +158,7 @@ _BUILTINS: dict[str, BuiltinInfo] = {
         BuiltinInfo(
             "shapes",
             "generated shapes (circle, square, star, triangle, ...), RGB, deterministic (offline)",
-            4, 800, False, "classes=4&per_class=200&size=64&seed=0&noise=0.05",
+            4, 800, False, "classes=4&per_class=200&size=64&seed=0&noise=0.05&rotation=20",
         ),
         BuiltinInfo("mnist", "MNIST handwritten digits, 28x28 grayscale", 10, 70000, True),
         BuiltinInfo("fashion_mnist", "Fashion-MNIST clothing, 28x28 grayscale", 10, 70000, True),
@@ -795,9 +795,12 @@ def _int_param(params: dict[str, str], key: str, default: int, lo: int, hi: int)
 
 
 def _load_shapes(params: dict[str, str]) -> _Pool:
-    unknown = set(params) - {"classes", "per_class", "size", "seed", "noise"}
+    unknown = set(params) - {"classes", "per_class", "size", "seed", "noise", "rotation"}
     if unknown:
-        raise UserError(f"builtin:shapes has no option {', '.join(sorted(unknown))}: use classes, per_class, size, seed, noise.")
+        raise UserError(
+            f"builtin:shapes has no option {', '.join(sorted(unknown))}: "
+            "use classes, per_class, size, seed, noise, rotation."
+        )
     raw_classes = params.get("classes", "4")
     if raw_classes.strip().isdigit():
         kinds = list(SHAPE_KINDS[: _int_param(params, "classes", 4, 2, len(SHAPE_KINDS))])
@@ -809,6 +812,7 @@ def _load_shapes(params: dict[str, str]) -> _Pool:
     per_class = _int_param(params, "per_class", 200, 1, 20000)
     size = _int_param(params, "size", 64, 8, 512)
     seed = _int_param(params, "seed", 0, 0, 2**31 - 1)
+    rotation = _int_param(params, "rotation", 20, 0, 180)  # degrees either way: the difficulty knob
     try:
         noise = float(params.get("noise", 0.05))
     except ValueError:
@@ -822,8 +826,8 @@ def _load_shapes(params: dict[str, str]) -> _Pool:
         code = SHAPE_KINDS.index(kind)
         for i in range(per_class):
             rng = np.random.default_rng([seed, code, i])
-            images[c * per_class + i] = draw_shape(kind, size, rng, noise)
-    query = f"classes={','.join(names)}&per_class={per_class}&size={size}&seed={seed}"
+            images[c * per_class + i] = draw_shape(kind, size, rng, noise, rotation)
+    query = f"classes={','.join(names)}&per_class={per_class}&size={size}&seed={seed}&rotation={rotation}"
     pool = _array_pool("shapes", names, {"all": (images, labels)})
     pool.notes.append(f"Generated shapes ({query}, noise={noise}).")
     return pool
@@ -858,19 +862,20 @@ def _polygon(kind: str) -> list[np.ndarray]:
     raise ValueError(kind)
 
 
-def draw_shape(kind: str, size: int, rng: np.random.Generator, noise: float = 0.05) -> np.ndarray:
-    """One RGB image of ``kind``: random colours (kept apart), size, position, rotation and noise."""
+def draw_shape(kind: str, size: int, rng: np.random.Generator, noise: float = 0.05,
+               rotation: float = 20.0) -> np.ndarray:
+    """One RGB image of ``kind``: random colours, size, position, rotation (+-degrees) and noise."""
     import cv2
 
     scale = 4  # draw large, then area-average down: smooth edges at any size
     big = size * scale
     # A light, tinted background and a darker, colourful shape: colour varies but the shape always
     # stands out the same way, so a tiny CNN learns it in seconds (and overfits a few images fast).
-    bg = rng.integers(170, 256, size=3)
-    fg = rng.integers(0, 150, size=3)
-    radius = rng.uniform(0.28, 0.45) * big
-    cx, cy = big / 2 + rng.uniform(-1, 1, size=2) * (big / 2 - radius)  # anywhere it fits whole
-    angle = rng.uniform(0, 2 * np.pi)
+    bg = np.clip(rng.integers(185, 241) + rng.integers(-15, 16, size=3), 0, 255)
+    fg = rng.integers(0, 140, size=3)
+    radius = rng.uniform(0.3, 0.42) * big
+    cx, cy = big / 2 + rng.uniform(-0.12, 0.12, size=2) * big  # off-centre, yet always whole
+    angle = np.deg2rad(rng.uniform(-rotation, rotation))
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     mask = np.zeros((big, big), dtype=np.uint8)  # coverage of the shape, blended at the end
     for k, outline in enumerate(_polygon(kind)):

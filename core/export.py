@@ -37,9 +37,11 @@ from core.errors import UserError
 FORMATS: tuple[str, ...] = ("keras", "savedmodel", "tflite", "tflite-int8")
 MODEL_FILES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite",
                "tflite-int8": "model_int8.tflite"}
-# Largest allowed difference in probability between the export and the run's model.
-TOLERANCE = {"keras": 1e-5, "savedmodel": 1e-4, "tflite": 1e-4, "tflite-int8": 0.1}
-CHECK_IMAGES = 8
+# Largest allowed difference in probability between the export and the run's model. Float exports
+# agree to ~1e-6; int8 weights move probabilities a few hundredths (0.064 measured on a MobileNetV2-0.35
+# transfer run), while a broken export (wrong scaling, shuffled outputs) is off by far more than 0.2.
+TOLERANCE = {"keras": 1e-5, "savedmodel": 1e-4, "tflite": 1e-4, "tflite-int8": 0.2}
+CHECK_IMAGES = 8  # the run's test images still on disk, topped up with generated ones (at least 2)
 _MODEL_SUFFIXES = (".keras", ".h5", ".tflite", ".pb", ".onnx")
 
 

@@ -186,14 +186,20 @@ def _is_softmax(fn: Any) -> bool:
 
 
 def _logits_call(layer: Any, args: tuple, kwargs: dict) -> Any | None:
-    """The head's scores before softmax, or None when the layer is not a softmax head."""
+    """The head's centred logits, or None when the layer is not a softmax head.
+
+    Softmax ignores anything added to every logit alike, so such evidence (a feature the model finds in
+    every class) explains nothing; centring removes it without the saturation of the softmax itself.
+    """
     if isinstance(layer, keras.layers.Dense) and _is_softmax(layer.activation):
-        return _DenseLogits(layer)(args[0])
-    if isinstance(layer, keras.layers.Softmax) or (
+        logits = _DenseLogits(layer)(args[0])
+    elif isinstance(layer, keras.layers.Softmax) or (
         isinstance(layer, keras.layers.Activation) and _is_softmax(layer.activation)
     ):
-        return args[0]
-    return None
+        logits = args[0]
+    else:
+        return None
+    return logits - keras.ops.mean(logits, axis=-1, keepdims=True)
 
 
 def _replay(model: keras.Model, call: Callable[..., Any]) -> tuple[Any, Any]:
@@ -244,8 +250,9 @@ def _tap_model(model: keras.Model, chain: list[Any], logits: bool) -> keras.Mode
 class GradCam:
     """Grad-CAM heatmaps for one model; the gradient model is built once, calls are serialised by a lock."""
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None) -> None:
+    def __init__(self, model: keras.Model, layer_name: str | None = None, method: str = "gradcam") -> None:
         self.model = model
+        self.method = method
         with _BUILD_LOCK:
             self.layer_name = layer_name or find_target_layer(model)
             chain = _resolve(model, self.layer_name)
@@ -327,7 +334,7 @@ class GradCam:
             chosen = tf.where(classes < 0, predicted, classes)
             score = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
         grads = tape.gradient(score, activations)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True) if self.method == "gradcam" else grads
         cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         return tf.where(peak > 0, cam / tf.where(peak > 0, peak, 1.0), tf.zeros_like(cam))

@@ -181,11 +181,6 @@ def _parse_labels(labels: str | bytes | list[str]) -> list[str]:
     return names
 
 
-def _labels_look_like_tm(labels_text: str) -> bool:
-    lines = [line.strip() for line in labels_text.splitlines() if line.strip()]
-    return bool(lines) and all(_TM_LABEL_LINE.match(line) for line in lines)
-
-
 # ---------------------------------------------------------------- safety scan
 
 
@@ -272,8 +267,7 @@ def _load_keras(data: bytes, name: str, labels: list[str] | None, preprocessing:
 # ---------------------------------------------------------------- .h5 files (Keras 2, Teachable Machine)
 
 
-def _load_h5(data: bytes, name: str, labels: list[str] | None, preprocessing: str | None,
-             labels_text: str | None = None) -> ImportedModel:
+def _load_h5(data: bytes, name: str, labels: list[str] | None, preprocessing: str | None) -> ImportedModel:
     """An HDF5 model from Keras 2 (rebuilt safely here) or Keras 3 (scanned, then Keras's own loader)."""
     import h5py
 
@@ -294,7 +288,7 @@ def _load_h5(data: bytes, name: str, labels: list[str] | None, preprocessing: st
             raise UserError(f"'{name}' has a damaged model description.") from None
         _scan_config(config, name, check_modules=False)
         version = _attr_text(h5.attrs.get("keras_version")) or "2"
-        tm = _looks_like_tm(config) or bool(labels_text and _labels_look_like_tm(labels_text))
+        tm = _looks_like_tm(config)
         if version.startswith("3"):
             model = _keras3_h5(data, name)
         else:
@@ -325,7 +319,7 @@ def _keras3_h5(data: bytes, name: str) -> Any:
 
 
 def _looks_like_tm(config: Any) -> bool:
-    """Teachable Machine models keep TensorFlow.js layer names (dense_Dense1, ...) and a 224 px input."""
+    """Teachable Machine's Keras export is converted from TensorFlow.js and keeps its layer names."""
     names = {_layer_name(o) for o in _walk_objects(config)}
     return any(n and _TFJS_NAMES.match(n) for n in names)
 
@@ -487,7 +481,10 @@ def _copy_weights(model: Any, group: Any, name: str) -> None:
     targets: dict[tuple[str, str], Any] = {}
     for layer in _leaf_layers(model):
         for var in layer.weights:
-            targets[(layer.name, var.name.split("/")[-1].split(":")[0])] = var
+            key = (layer.name, var.name.split("/")[-1].split(":")[0])
+            if key in targets:
+                raise UserError(f"'{name}' has two layers named '{layer.name}', so its weights cannot be matched.")
+            targets[key] = var
     assigned: set[tuple[str, str]] = set()
     for top in group.attrs.get("layer_names", list(group.keys())):
         top = _attr_text(top)
@@ -562,10 +559,11 @@ def _load_bundle(zf: zipfile.ZipFile, name: str, max_bytes: int, labels: list[st
     elif meta.get("class_names"):
         labels = _parse_labels(list(meta["class_names"]))
     if preprocessing is None and meta:
-        preprocessing = meta.get("preprocessing_key", "raw")
+        key = meta.get("preprocessing_key")
+        preprocessing = key if key in PREPROCESSING else "raw"
     data = zf.read(model_name)
     if data.startswith(_HDF5_MAGIC):
-        imported = _load_h5(data, Path(model_name).name, labels, preprocessing, labels_text=labels_text)
+        imported = _load_h5(data, Path(model_name).name, labels, preprocessing)
     else:
         imported = _load_keras(data, Path(model_name).name, labels, preprocessing,
                                source="cnnlab-export" if meta else "keras")

@@ -257,7 +257,7 @@ _PRESETS: dict[str, tuple[Builder, str, str]] = {
     ),
     "alexnet_small": (
         _alexnet_small,
-        "Small AlexNet-like CNN: five convs (64-384 filters), Dense 1024/512 with Dropout 0.5; stem adapts to the size.",
+        "Small AlexNet-like CNN: five convs (64-384 filters), Dense 1024/512 with Dropout 0.5; the stem fits the size.",
         "CIFAR-100 report (AlexNet adapted to 32 px inputs).",
     ),
 }

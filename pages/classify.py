@@ -89,9 +89,7 @@ def _load_user_model(key: str, name: str, _data: bytes, _labels: bytes | None) -
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _predictor_for(key: str, _imported: Any) -> Any:
     """A thread-safe predictor around an imported model (raw pixels in, probabilities out)."""
-    from core.inference import Predictor
-
-    return Predictor(_imported.model, _imported.class_names, _imported.image_size, _imported.channels)
+    return _imported.predictor()
 
 
 # ---------------------------------------------------------------- classifying

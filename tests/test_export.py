@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def _reload_and_predict(fmt: str, folder: Path, x: np.ndarray) -> np.ndarray:
     if fmt == "savedmodel":
         out = tf.saved_model.load(str(path)).signatures["serving_default"](tf.constant(x))
         return next(iter(out.values())).numpy()
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its deprecation
+        interpreter = tf.lite.Interpreter(model_path=str(path))
     inp = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(inp["index"], list(x.shape))
     interpreter.allocate_tensors()

@@ -26,29 +26,36 @@ def _patterns() -> list[np.ndarray]:
 
 
 def _distractor() -> np.ndarray:
-    """A hollow square stamped on every image whatever its class: salient but worthless."""
+    """A hollow square: as salient as a marker but worthless for the class."""
     d = np.ones((PATCH, PATCH), int)
     d[1:-1, 1:-1] = 0
     return d
 
 
-def marker_dataset(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Noisy images whose class is decided only by one marker patch.
+def _free_corners(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Top-left corners of ``count`` patches whose boxes, dilated by MARGIN, never overlap."""
+    while True:
+        corners = [rng.integers(0, SIZE - PATCH + 1, 2) for _ in range(count)]
+        if all(np.abs(a - b).max() >= PATCH + 2 * MARGIN for i, a in enumerate(corners) for b in corners[:i]):
+            return corners
 
-    Returns images, labels and the top-left corners of each image's marker and distractor.
+
+def marker_dataset(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Noisy images whose class is decided only by one marker patch, plus 0-2 class-independent distractors.
+
+    The distractor count varies so a model cannot fold their evidence into a constant bias: it must ignore them.
+    Returns images, labels, marker corners [n, 2] and each image's list of distractor corners.
     """
     images = rng.integers(40, 216, (n, SIZE, SIZE, 3)).astype(np.uint8)
     labels = rng.integers(0, CLASSES, n)
-    markers, distractors = np.zeros((n, 2), int), np.zeros((n, 2), int)
+    markers, distractors = np.zeros((n, 2), int), []
     patterns, distractor = _patterns(), _distractor()
     for i in range(n):
-        while True:  # the two patches never touch
-            m, d = rng.integers(0, SIZE - PATCH + 1, 2), rng.integers(0, SIZE - PATCH + 1, 2)
-            if np.abs(m - d).max() >= PATCH + MARGIN:
-                break
-        images[i, m[0] : m[0] + PATCH, m[1] : m[1] + PATCH] = (patterns[labels[i]] * 255)[:, :, None]
-        images[i, d[0] : d[0] + PATCH, d[1] : d[1] + PATCH] = (distractor * 255)[:, :, None]
-        markers[i], distractors[i] = m, d
+        marker, *others = _free_corners(1 + int(rng.integers(0, 3)), rng)
+        for corner, patch in [(marker, patterns[labels[i]]), *((d, distractor) for d in others)]:
+            images[i, corner[0] : corner[0] + PATCH, corner[1] : corner[1] + PATCH] = (patch * 255)[:, :, None]
+        markers[i] = marker
+        distractors.append(others)
     return images, labels, markers, distractors
 
 
@@ -107,10 +114,11 @@ def test_gradcam_peak_falls_on_the_marker(trained: dict) -> None:
     cam = GradCam(trained["model"])
     assert cam.layer_name == "last_conv" and cam.map_size == (8, 8)
 
-    images, markers, distractors = trained["x"][correct], trained["markers"][correct], trained["distractors"][correct]
+    images, markers = trained["x"][correct], trained["markers"][correct]
+    distractors = [d for d, ok in zip(trained["distractors"], correct) if ok]
     peaks = [heatmap_peak(h, images.shape[1:3]) for h in cam.heatmaps(images)]
     hit = np.mean([_inside(p, m) for p, m in zip(peaks, markers)])
-    on_distractor = np.mean([_inside(p, d) for p, d in zip(peaks, distractors)])
+    on_distractor = np.mean([any(_inside(p, d) for d in ds) for p, ds in zip(peaks, distractors)])
     absent = (trained["y"][correct] + 1) % CLASSES
     peaks_absent = [heatmap_peak(h, images.shape[1:3]) for h in cam.heatmaps(images, list(absent))]
     hit_absent = np.mean([_inside(p, m) for p, m in zip(peaks_absent, markers)])

@@ -73,11 +73,11 @@ def test_cli_models_json_lists_the_registry(capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.mark.parametrize("bad", [
-    dict(spec=ModelSpec(name="nope"), shape=(32, 32, 3), n=3),
-    dict(spec=ModelSpec(name="tiny"), shape=(32, 32, 4), n=3),
-    dict(spec=ModelSpec(name="tiny"), shape=(4, 4, 1), n=3),
-    dict(spec=ModelSpec(name="tiny"), shape=(32, 32, 3), n=1),
-    dict(spec=ModelSpec(name="transfer:alexnet"), shape=(32, 32, 3), n=3),
+    {"spec": ModelSpec(name="nope"), "shape": (32, 32, 3), "n": 3},
+    {"spec": ModelSpec(name="tiny"), "shape": (32, 32, 4), "n": 3},
+    {"spec": ModelSpec(name="tiny"), "shape": (4, 4, 1), "n": 3},
+    {"spec": ModelSpec(name="tiny"), "shape": (32, 32, 3), "n": 1},
+    {"spec": ModelSpec(name="transfer:alexnet"), "shape": (32, 32, 3), "n": 3},
 ])
 def test_bad_requests_raise_one_plain_sentence(bad: dict) -> None:
     with pytest.raises(UserError) as info:
@@ -336,7 +336,7 @@ def test_failed_weight_download_names_the_file_and_the_folder(
     import urllib.error
 
     import keras.src.backend.config as keras_config
-    import keras.src.utils.file_utils as file_utils
+    from keras.src.utils import file_utils
 
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("no internet")

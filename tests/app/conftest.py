@@ -8,6 +8,8 @@ from typing import Any, Iterator
 
 import pytest
 
+import ui  # noqa: F401  (installs the navigation-only fix before any AppTest run; see ui/__init__.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 TIMEOUT = 180  # the first page that imports TensorFlow in a test process is slow on 2 shared cores
@@ -54,6 +56,17 @@ def tiny_config(**changes: Any) -> Any:
                        model=ModelSpec(name="tiny"), image_size=16, batch_size=16, epochs=1,
                        use_feature_cache=False, name="tiny test run")
     return base.replace(**changes)
+
+
+def record_run(home: Path, status: str = "finished", **changes: Any) -> str:
+    """A run record in the store without training (for the sidebar and navigation tests)."""
+    from ui.engine import _store_for
+
+    store = _store_for(str(home.resolve()))
+    run_id = store.create_run(tiny_config(**changes), name=changes.get("name", "tiny test run"))
+    if status != "queued":
+        store.set_status(run_id, status)
+    return run_id
 
 
 def train_finished_run(home: Path, **changes: Any) -> str:

@@ -27,7 +27,7 @@ def runs() -> Iterator[tuple[Path, list[str]]]:
 
 
 def open_compare() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.run()
     at.switch_page("pages/compare.py")
     at.run()

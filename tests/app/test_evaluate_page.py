@@ -30,10 +30,12 @@ def runs() -> Iterator[tuple[Path, list[str]]]:
         yield home, ids
 
 
-def open_evaluate(run_id: str | None = None, tab: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+def open_evaluate(run_id: str | None = None, tab: str | None = None, teacher: bool = False) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     if run_id:
         at.query_params["run"] = run_id
+    if teacher:
+        at.query_params["teacher"] = "1"
     at.run()
     at.switch_page("pages/evaluate.py")
     if tab:
@@ -146,11 +148,12 @@ def test_every_prediction_table_filters_and_downloads(runs) -> None:
     assert at.get("download_button")
 
 
-def test_curves_tab_shows_the_onset_sentence(runs) -> None:
+def test_curves_tab_shows_the_onset_sentence_and_teacher_mode_speaks_plainly(runs) -> None:
     _, (run_a, _) = runs
-    at = open_evaluate(run_a, tab="Training curves")
+    at = open_evaluate(run_a, tab="Training curves", teacher=True)
     assert at.get("plotly_chart")
     assert any("Validation loss" in c.value or "overfit" in c.value for c in at.caption)
+    assert any(c.value.startswith("Out of 100 new pictures") for c in at.caption)
 
 
 def test_export_downloads_a_checked_keras_model(runs) -> None:

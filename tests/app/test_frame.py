@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.app.conftest import make_app, texts, train_finished_run
+from tests.app.conftest import make_app, record_run, texts
 
 PAGE_TITLES = ["Data", "Train", "Evaluate", "Compare", "Classify"]
 
@@ -36,7 +36,7 @@ def test_teacher_mode_persists_in_the_url(app_home: Path) -> None:
 
 
 def test_sidebar_lists_runs_and_renames_and_deletes(app_home: Path) -> None:
-    run_id = train_finished_run(app_home)
+    run_id = record_run(app_home, "finished")
     at = make_app()
     at.run()
     assert not at.exception
@@ -56,8 +56,21 @@ def test_sidebar_lists_runs_and_renames_and_deletes(app_home: Path) -> None:
     assert not any("renamed run" in label for label in link_labels(at))
 
 
+def test_sidebar_shows_active_runs_with_a_link_to_train(app_home: Path) -> None:
+    running = record_run(app_home, "running", name="training now")
+    record_run(app_home, "queued", name="waiting")
+    at = make_app()
+    at.run()
+    assert not at.exception
+    links = {link.proto.label: link.proto for link in at.sidebar.get("page_link")}
+    label = next(label for label in links if "training now" in label)
+    assert label.startswith("🟢") and "running" in label
+    assert any(lab.startswith("🟡") and "waiting" in lab for lab in links)
+    assert running in links[label].query_string
+
+
 def test_deep_link_reattaches_to_the_run(app_home: Path) -> None:
-    run_id = train_finished_run(app_home)
+    run_id = record_run(app_home, "finished")
     at = make_app(page="pages/train.py", query={"run": run_id})
     at.run()
     assert not at.exception
