@@ -250,9 +250,8 @@ def _tap_model(model: keras.Model, chain: list[Any], logits: bool) -> keras.Mode
 class GradCam:
     """Grad-CAM heatmaps for one model; the gradient model is built once, calls are serialised by a lock."""
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None, method: str = "gradcam") -> None:
+    def __init__(self, model: keras.Model, layer_name: str | None = None) -> None:
         self.model = model
-        self.method = method
         with _BUILD_LOCK:
             self.layer_name = layer_name or find_target_layer(model)
             chain = _resolve(model, self.layer_name)
@@ -334,7 +333,7 @@ class GradCam:
             chosen = tf.where(classes < 0, predicted, classes)
             score = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
         grads = tape.gradient(score, activations)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True) if self.method == "gradcam" else grads
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         return tf.where(peak > 0, cam / tf.where(peak > 0, peak, 1.0), tf.zeros_like(cam))

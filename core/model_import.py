@@ -294,7 +294,10 @@ def _load_h5(data: bytes, name: str, labels: list[str] | None, preprocessing: st
         else:
             if "model_weights" not in h5:
                 raise UserError(f"'{name}' has a model description but no weights.")
-            model = _rebuild_keras2(config, h5["model_weights"], name)
+            try:
+                model = _rebuild_keras2(config, h5["model_weights"], name)
+            except UserError as rebuild_error:
+                model = _fallback_legacy_loader(data, name, rebuild_error)
     source = "teachable-machine" if tm else "keras-h5"
     return _finish(model, name, labels, preprocessing, source, tm=tm)
 
@@ -316,6 +319,14 @@ def _keras3_h5(data: bytes, name: str) -> Any:
             return keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as err:  # noqa: BLE001
             raise UserError(f"'{name}' could not be loaded as a Keras model ({_short(err)}).") from None
+
+
+def _fallback_legacy_loader(data: bytes, name: str, rebuild_error: UserError) -> Any:
+    """Keras's own legacy loader for Keras 2 files our rebuild cannot handle (config already scanned)."""
+    try:
+        return _keras3_h5(data, name)
+    except UserError:
+        raise rebuild_error from None
 
 
 def _looks_like_tm(config: Any) -> bool:

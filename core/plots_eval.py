@@ -132,8 +132,8 @@ def confusion_matrix_figure(
     fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False,
                       plot_bgcolor="white")
     _style(fig, teacher_mode, height=height, title=title)
-    if not title:
-        fig.update_layout(margin={"t": 20})
+    # Square cells: the width follows the height (labels need ~140 px), pages draw it at this width.
+    fig.update_layout(width=int(fig.layout.height) + 140, margin={"l": 70, "r": 20, "b": 60, "t": 60 if title else 20})
     return fig
 
 

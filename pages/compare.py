@@ -166,7 +166,7 @@ def confusion_side_by_side(records: list[Any], names: list[str], preds: list[Pre
             with col:
                 st.plotly_chart(plots_eval.confusion_matrix_figure(cm, classes, normalize=normalised, title=name,
                                                                    teacher_mode=teacher_mode()),
-                                key=f"cmp_cm_{record.run_id}", config={"displayModeBar": False})
+                                key=f"cmp_cm_{record.run_id}", width="content", config={"displayModeBar": False})
     explain("Rows are the true classes, columns the answers; the diagonal holds the right answers. Compare where the "
             "off-diagonal (wrong) cells sit: different models often make different mistakes.")
 

@@ -195,7 +195,7 @@ def confusion_section(data: RunData, view: View, images: SplitImages, gradcam: t
             st.session_state["eval_cell"] = None
     cell = st.session_state.get("eval_cell")
     fig = plots_eval.confusion_matrix_figure(cm, names, normalize=normalised, selected=cell, teacher_mode=teacher_mode())
-    st.plotly_chart(fig, key="eval_cm_chart", on_select=_on_cell_click, selection_mode="points",
+    st.plotly_chart(fig, key="eval_cm_chart", on_select=_on_cell_click, selection_mode="points", width="content",
                     config={"displayModeBar": False})
     explain(
         f"Rows are the true classes of the {view.where}, columns the model's answers; the diagonal holds the right "

@@ -183,7 +183,7 @@ def test_tiny_cnn_learns_default_shapes_quickly() -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    ds = load_dataset("builtin:shapes?per_class=120&size=32")
+    ds = load_dataset("builtin:shapes?size=32")  # the defaults, at 32 px
     kw = dict(image_size=32, channels=3, batch_size=32)
     train = make_tf_dataset(ds.splits["train"], training=True, **kw)
     val = make_tf_dataset(ds.splits["val"], training=False, **kw)
@@ -194,6 +194,6 @@ def test_tiny_cnn_learns_default_shapes_quickly() -> None:
         keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
         keras.layers.Dense(ds.num_classes, activation="softmax"),
     ])
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(train, validation_data=val, epochs=8, verbose=0).history
-    assert max(history["val_accuracy"]) >= 0.8, history["val_accuracy"]
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(train, validation_data=val, epochs=10, verbose=0).history
+    assert max(history["val_accuracy"][-3:]) >= 0.85, history["val_accuracy"]

@@ -1,0 +1,173 @@
+"""The Train page: the form with a live layer table, Start/Stop, reattaching, and the live panel's renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.app.conftest import TIMEOUT, make_app, texts, wait_until
+
+TRAIN = "pages/train.py"
+FAST = {"data": "builtin:digits"}
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def built_params(spec, size: int = 32, channels: int = 1, classes: int = 10) -> int:
+    from core.models import build_model, count_params
+
+    return count_params(build_model(spec, (size, size, channels), classes))["total"]
+
+
+def test_form_shows_the_live_parameter_count_of_the_chosen_preset(app_home: Path) -> None:
+    from core.config import ModelSpec
+
+    at = make_app(page=TRAIN, query=FAST)
+    at.run()
+    assert not at.exception
+    labels = [b.label for b in at.button]
+    assert "Start training" in labels and "1 · Run the overfitting demo" in labels
+    assert metric(at, "Parameters") == f"{built_params(ModelSpec(name='tiny')):,}"
+    at.selectbox(key="train_preset").set_value("overfit_demo").run()
+    assert metric(at, "Parameters") == f"{built_params(ModelSpec(name='overfit_demo')):,}"
+
+
+def test_custom_builder_recomputes_parameters_and_explains_bad_input(app_home: Path) -> None:
+    from core.config import ConvBlock, CustomArchitecture, ModelSpec
+
+    at = make_app(page=TRAIN, query=FAST)
+    at.run()
+    at.segmented_control(key="train_arch_kind").set_value("Build your own").run()
+    at.text_input(key="train_dense_units").set_value("16").run()
+    assert not at.exception
+    spec = ModelSpec(name="custom", custom=CustomArchitecture(
+        blocks=(ConvBlock(16), ConvBlock(32)), head="flatten", dense_units=(16,)))
+    assert metric(at, "Parameters") == f"{built_params(spec):,}"
+    at.text_input(key="train_dense_units").set_value("lots").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Dense units must be whole numbers separated by commas, e.g. 256, 64."]
+
+
+def _start(at, epochs: int) -> str:
+    at.number_input(key="train_epochs_Preset").set_value(epochs)
+    at.select_slider(key="train_size_Preset").set_value(16)
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    run = at.query_params.get("run")
+    return run[0] if isinstance(run, list) else run
+
+
+def test_start_creates_a_run_and_stop_stops_it(app_home: Path) -> None:
+    from ui.engine import get_manager
+
+    at = make_app(page=TRAIN, query=FAST)
+    at.run()
+    run_id = _start(at, epochs=200)
+    snap = get_manager().snapshot(run_id)
+    assert snap is not None and snap.config.epochs == 200 and snap.config.data == "builtin:digits"
+    assert snap.status in ("queued", "running")
+    at.button(key=f"train_stop_{run_id}").click().run()
+    assert not at.exception
+    assert get_manager().wait(run_id, timeout=TIMEOUT).status == "stopped"
+    at.run()
+    assert "stopped by you" in texts(at)
+    assert not [b for b in at.button if b.key == f"train_stop_{run_id}"]
+
+
+def test_finished_run_shows_its_test_metrics_after_a_refresh(app_home: Path) -> None:
+    from ui.engine import get_manager
+
+    at = make_app(page=TRAIN, query=FAST)
+    at.run()
+    run_id = _start(at, epochs=1)
+    snap = get_manager().wait(run_id, timeout=TIMEOUT)
+    assert snap.status == "finished", snap.message
+    # A new session (a refresh, another computer) with the run in the URL reattaches to it.
+    fresh = make_app(page=TRAIN, query={**FAST, "run": run_id})
+    fresh.run()
+    assert not fresh.exception
+    assert metric(fresh, "Test accuracy") == f"{snap.result['accuracy']:.1%}"
+    assert "Macro F1" in [m.label for m in fresh.metric]
+
+
+def test_second_tab_without_a_run_attaches_to_the_active_one(app_home: Path) -> None:
+    from ui.engine import get_manager
+
+    first = make_app(page=TRAIN, query=FAST)
+    first.run()
+    run_id = _start(first, epochs=200)
+    second = make_app(page=TRAIN, query=FAST)
+    second.run()
+    assert not second.exception
+    assert second.query_params.get("run") in (run_id, [run_id])
+    assert any(b.key == f"train_stop_{run_id}" for b in second.button)
+    get_manager().stop(run_id)
+    assert wait_until(lambda: not get_manager().snapshot(run_id).active, timeout=TIMEOUT)
+
+
+# ---------------------------------------------------------------- the fragment's renders, canned snapshots
+
+
+def _render_canned(status: str, root: str) -> None:
+    """Runs inside AppTest: render one canned RunSnapshot with the page's render function."""
+    import importlib.util
+    import sys
+
+    from core.config import TrainConfig
+    from core.training import RunSnapshot
+
+    sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location("train_page", f"{root}/pages/train.py")
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    history = {
+        "loss": [1.0, 0.6, 0.3, 0.1, 0.05],
+        "val_loss": [1.0, 0.7, 0.6, 0.8, 1.1],
+        "accuracy": [0.4, 0.7, 0.85, 0.95, 0.99],
+        "val_accuracy": [0.4, 0.6, 0.7, 0.68, 0.66],
+        "lr": [1e-3] * 5,
+    }
+    batches = [{"x": i / 10, "loss": 1.0 - i / 60, "accuracy": i / 60} for i in range(1, 56)]
+    result = {"accuracy": 0.6875, "macro_f1": 0.61, "timing": {"fit_seconds": 12.0}}
+    snap = RunSnapshot(
+        run_id="canned-run", name="canned", status=status,
+        message="The loss became NaN in epoch 6." if status == "failed" else None,
+        config=TrainConfig(data="builtin:digits"), epoch=5, epochs_total=10, batch=7, batches_per_epoch=20,
+        images_per_second=512.0, eta_seconds=95.0, history=history, batch_history=batches,
+        result=result if status == "finished" else None, created=1.0, started=1.0, finished=None,
+    )
+    page.render_run(snap, teacher=False, key="canned")
+
+
+def canned(status: str):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import ROOT
+
+    at = AppTest.from_function(_render_canned, args=(status, str(ROOT)), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def test_render_of_a_running_snapshot_shows_progress_curves_onset_and_stop(app_home: Path) -> None:
+    at = canned("running")
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Stop"]
+    progress = at.get("progress")[0].proto
+    assert abs(progress.value - round(100 * (5 + 7 / 20) / 10)) <= 1 and "epoch 6 of 10 · batch 7 of 20" in progress.text
+    assert metric(at, "Images per second") == "512"
+    assert metric(at, "Time left") == "1 min 35 s"
+    assert metric(at, "Best validation accuracy") == "70.0%"
+    assert len(at.get("plotly_chart")) == 2  # the curves and the learning rate
+    assert any("From epoch 3 on the model overfits" in w.value for w in at.warning)
+
+
+def test_render_of_finished_and_failed_snapshots(app_home: Path) -> None:
+    done = canned("finished")
+    assert not done.exception
+    assert metric(done, "Test accuracy") == "68.8%"
+    assert not done.button  # nothing to stop
+    failed = canned("failed")
+    assert not failed.exception
+    assert [e.value for e in failed.error] == ["The loss became NaN in epoch 6."]
