@@ -10,6 +10,7 @@ from __future__ import annotations
 import ui  # noqa: F401  (first: leaves Streamlit's legacy pages/ mode on a fresh server)
 
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -20,6 +21,7 @@ from ui.common import (
     run_label,
     set_current_run_id,
     status_dot,
+    status_mark,
     teacher_mode,
     teacher_toggle,
     user_errors,
@@ -76,20 +78,23 @@ def draw_runs() -> None:
     if not active:
         st.caption("No run is training. Start one on the Train page.")
     for record in active:
-        progress = _progress_text(record.run_id)
-        params = {"run": record.run_id, **({"teacher": "1"} if teacher_mode() else {})}
-        st.page_link(PAGES["train"], label=f"{status_dot(record.status)} {record.name or record.run_id}"
-                     f" · {record.status}{progress}", query_params=params, width="stretch")
-    others = [r for r in records if r.status not in ACTIVE][:RECENT_RUNS]
+        run_link(record, "train", f"{record.status}{_progress_text(record.run_id)}")
+    others = [r for r in records if r.status not in ACTIVE]
     if others:
-        with st.expander(f"Recent runs ({len([r for r in records if r.status not in ACTIVE])})", expanded=False):
-            for record in others:
-                target = "evaluate" if record.status == "finished" else "train"
-                params = {"run": record.run_id, **({"teacher": "1"} if teacher_mode() else {})}
-                st.page_link(PAGES[target], label=f"{status_dot(record.status)} {run_label(record)}",
-                             query_params=params, width="stretch")
+        with st.expander(f"Recent runs ({len(others)})", expanded=False):
+            for record in others[:RECENT_RUNS]:
+                run_link(record, "evaluate" if record.status == "finished" else "train", record.status)
     if records:
         manage_runs(records)
+
+
+def run_link(record: Any, page: str, detail: str) -> None:
+    """One run: a coloured status dot, then a link to it (the run id goes in the URL)."""
+    params = {"run": record.run_id, **({"teacher": "1"} if teacher_mode() else {})}
+    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+        st.markdown(status_mark(record.status), width="content", help=record.status)
+        st.page_link(PAGES[page], label=f"{record.name or record.run_id} · {detail}", query_params=params,
+                     width="stretch", help=run_label(record))
 
 
 def _progress_text(run_id: str) -> str:

@@ -6,6 +6,7 @@ the Evaluate, Compare and Classify pages, and the tests, use the same functions.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,17 @@ def file_index(entries: Sequence[str], names: Sequence[str]) -> list[int | None]
             hit = int(entry[1:])
         out.append(hit)
     return out
+
+
+def display_names(files: Sequence[str]) -> list[str]:
+    """File entries without the folder they all share ('/data/signs/9/a.jpg' -> '9/a.jpg'), for tables."""
+    paths = [str(f).replace("\\", "/") for f in files]
+    if len(paths) < 2 or not all("/" in p for p in paths):
+        return [p.rsplit("/", 1)[-1] if "/" in p else p for p in paths]
+    prefix = os.path.commonpath(paths) if all(p.startswith("/") for p in paths) or not any(p.startswith("/") for p in paths) else ""
+    if not prefix or prefix in paths:
+        return paths
+    return [p[len(prefix):].lstrip("/") for p in paths]
 
 
 # ---------------------------------------------------------------- fair comparison

@@ -157,7 +157,7 @@ _BUILTINS: dict[str, BuiltinInfo] = {
         BuiltinInfo("digits", "scikit-learn's handwritten digits, 8x8 grayscale (offline)", 10, 1797, False),
         BuiltinInfo(
             "shapes",
-            "generated shapes (circle, square, star, triangle, ...), RGB, deterministic (offline)",
+            "generated shapes (circle, square, star, triangle; up to 8 kinds), RGB, deterministic (offline)",
             4, 800, False, "classes=4&per_class=200&size=64&seed=0&noise=0.05&rotation=20",
         ),
         BuiltinInfo("mnist", "MNIST handwritten digits, 28x28 grayscale", 10, 70000, True),
@@ -973,8 +973,10 @@ def _download(fname: str, url: str, folder: Path) -> Path:
     import keras
 
     target = folder / fname
-    if target.is_file() and zipfile.is_zipfile(target):
-        return target
+    if target.is_file():
+        if zipfile.is_zipfile(target):
+            return target
+        target.unlink()  # a broken earlier download: get_file would otherwise trust it
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.redirect_stdout(sys.stderr):

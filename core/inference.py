@@ -78,8 +78,12 @@ class Predictor:
         batch = np.stack([self.preprocess(im) for im in images]).astype(np.float32)
         outs = []
         with self._lock:
+            if getattr(self, "_graph", None) is None:
+                from core.features import predict_function  # traced once: ~40x faster than an eager call
+
+                self._graph = predict_function(self.model)
             for start in range(0, len(batch), PREDICT_CHUNK):
-                outs.append(np.asarray(self.model(batch[start:start + PREDICT_CHUNK], training=False)))
+                outs.append(self._graph(batch[start:start + PREDICT_CHUNK]))
         return np.concatenate(outs).astype(np.float32)
 
     def top_k(self, img: np.ndarray, k: int = 3) -> list[tuple[str, float]]:

@@ -103,25 +103,29 @@ def training_curves(
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    style(fig, teacher_mode, height=420)
-    fig.update_annotations(font_size=(22 if teacher_mode else 15))
+    style(fig, teacher_mode, height=440)
+    # Legend above the two subplot titles, so neither hides the other.
+    fig.update_layout(legend={"y": 1.16, "yanchor": "bottom"}, margin={"t": 120 if teacher_mode else 100})
+    for title in fig.layout.annotations[:2]:
+        title.font.size = 22 if teacher_mode else 15
     return fig
 
 
 def _mark_onset(fig: go.Figure, onset: Onset, teacher_mode: bool) -> None:
-    """The best epoch as a green line; the divergence region as a red band."""
+    """The best epoch as a green line; the divergence region as a red band (labels inside the loss plot)."""
+    label_font = 18 if teacher_mode else 12
     if onset.region:
         start, end = onset.region
-        fig.add_vrect(x0=start, x1=max(end, start + 0.5), fillcolor=REGION_COLOR, line_width=0, layer="below",
-                      row="all", col="all")
-        fig.add_annotation(x=(start + max(end, start + 0.5)) / 2, y=0.98, xref="x", yref="paper",
+        stop = max(end, start + 0.5)
+        fig.add_vrect(x0=start, x1=stop, fillcolor=REGION_COLOR, line_width=0, layer="below", row="all", col="all")
+        fig.add_annotation(x=(start + stop) / 2, y=0.98, xref="x", yref="y domain", yanchor="top",
                            text="overfitting", showarrow=False,
-                           font={"color": "#b91c1c", "size": 20 if teacher_mode else 13})
+                           font={"color": "#b91c1c", "size": label_font + 2})
     fig.add_vline(x=onset.best_epoch, line={"color": BEST_COLOR, "width": 3 if teacher_mode else 2, "dash": "dash"},
                   row="all", col="all")
-    fig.add_annotation(x=onset.best_epoch, y=1.0, xref="x", yref="paper", yanchor="bottom",
-                       text=f"lowest validation loss (epoch {onset.best_epoch})", showarrow=False,
-                       font={"color": BEST_COLOR, "size": 18 if teacher_mode else 12})
+    fig.add_annotation(x=onset.best_epoch, y=0.02, xref="x", yref="y domain", yanchor="bottom", xanchor="right",
+                       text=f"lowest validation loss (epoch {onset.best_epoch}) ", showarrow=False,
+                       bgcolor="rgba(255,255,255,0.85)", font={"color": BEST_COLOR, "size": label_font})
 
 
 def learning_rate_chart(history: Mapping[str, Sequence[float]], teacher_mode: bool = False) -> go.Figure:

@@ -6,6 +6,7 @@ comparison a student makes first. A warning appears when the runs were not teste
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,15 +80,22 @@ def short_names(records: list[Any]) -> list[str]:
 # ---------------------------------------------------------------- speed
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _speed(home: str, run_id: str, side: int, _image: np.ndarray) -> Speed:
-    """Latency and throughput of one run's model, measured once per server (cached)."""
-    predictor = get_predictor(run_id)
-    return measure_speed(predictor.predict, _image)
+@st.cache_resource(show_spinner=False)
+def _speeds() -> dict[tuple[str, str], Speed]:
+    """Measured speeds for the whole server: (home, run id) -> Speed (a run's model never changes)."""
+    return {}
+
+
+def cached_speed(record: Any) -> Speed | None:
+    """The speed measured earlier for this run, if any."""
+    return _speeds().get((str(home_dir()), record.run_id))
 
 
 def speed_of(record: Any, images: SplitImages) -> Speed | None:
     """Measured through the run's Predictor on one of its test images (a noise image when none)."""
+    key = (str(home_dir()), record.run_id)
+    if key in _speeds():
+        return _speeds()[key]
     try:
         predictor = get_predictor(record.run_id)
     except UserError as err:
@@ -97,10 +105,19 @@ def speed_of(record: Any, images: SplitImages) -> Speed | None:
     if image is None:
         side = max(int(predictor.image_size), 32)
         image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return _speed(str(home_dir()), record.run_id, int(max(image.shape[:2])), image)
+    with st.spinner(f"Measuring the speed of {record.name or record.run_id}..."):
+        _speeds()[key] = measure_speed(predictor.predict, image)
+    return _speeds()[key]
 
 
 # ---------------------------------------------------------------- sections
+
+
+def dataset_label(source: str) -> str:
+    """A short name for a dataset source: 'builtin:digits', or the folder/zip name of a path."""
+    if source.startswith("builtin:"):
+        return source
+    return Path(source.rstrip("/\\")).name or source
 
 
 def scores_table(records: list[Any], names: list[str], speeds: list[Speed | None]) -> None:
@@ -108,29 +125,42 @@ def scores_table(records: list[Any], names: list[str], speeds: list[Speed | None
     rows = [summary_row(r, s) for r, s in zip(records, speeds)]
     for row, name in zip(rows, names):
         row["name"] = name
+        row["dataset"] = dataset_label(row["dataset"])
         row["training time"] = format_duration(row["fit_seconds"])
     frame = pd.DataFrame(rows)
+    same_data = frame["dataset"].nunique() == 1
     st.dataframe(
-        frame, hide_index=True, key="cmp_table",
-        column_order=["name", "model", "dataset", "accuracy", "macro_f1", "f1", "params", "training time",
-                      "train_images_per_second", "latency_ms", "predict_images_per_second"],
+        frame, hide_index=True,
+        column_order=["name", "model", *([] if same_data else ["dataset"]), "accuracy", "macro_f1", "params",
+                      "training time", "train_images_per_second", "latency_ms", "predict_images_per_second"],
         column_config={
             "name": "run",
             "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
             "macro_f1": st.column_config.NumberColumn("macro F1", format="percent"),
-            "f1": st.column_config.NumberColumn("weighted F1", format="percent"),
             "params": st.column_config.NumberColumn("params", format="localized"),
             "train_images_per_second": st.column_config.NumberColumn("train images/s", format="%.0f"),
             "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f"),
             "predict_images_per_second": st.column_config.NumberColumn("predict images/s", format="%.0f"),
         },
     )
-    explain("Test accuracy and F1: how often each model is right on its test images (macro F1 counts every class "
-            "the same). Parameters: the numbers the model learned or carries. Training time and training images/s: "
-            "the cost of learning on this computer. Latency: the median time to classify one image through the "
-            "saved model, measured here; prediction images/s: the speed on a batch of 32.",
+    explain(("All on " + frame["dataset"].iloc[0] + ". " if same_data else "")
+            + "Accuracy and F1: how often each model is right on its test images (macro F1 counts every class the "
+            "same). Params: the numbers the model learned or carries. Training time and train images/s: the cost of "
+            "learning on this computer. Latency: the median time to classify one image through the saved model, "
+            "measured here; predict images/s: the speed on a batch of 32.",
             "Higher accuracy and F1 are better; fewer parameters, shorter training and lower latency mean a smaller, "
             "faster model.")
+    measured = [s for s in speeds if s is not None]
+    # Always one caption here, so the redraw with the measured speeds replaces it (no stale element).
+    st.caption("Measuring each model's speed (once per model, at the bottom of the page)..."
+               if len(measured) < len(speeds) else
+               f"Latency: median of {measured[0].repeats} single-image predictions on one test image, "
+               "after a warm-up, on this computer (other work on it slows it down).")
+
+
+def score_bars(records: list[Any], names: list[str]) -> None:
+    """The test scores as grouped bars."""
+    rows = [{**summary_row(r), "name": n} for r, n in zip(records, names)]
     st.plotly_chart(plots_eval.comparison_bars_figure(rows, teacher_mode=teacher_mode()), key="cmp_bars")
     explain("The same test scores as bars: a gap of a few points on a small test set can be chance.")
 
@@ -163,10 +193,11 @@ def confusion_side_by_side(records: list[Any], names: list[str], preds: list[Pre
         for col, record, name, p in zip(cols, records[start:], names[start:], preds[start:]):
             classes = (record.result or {}).get("classes") or [str(i) for i in range(p.probs.shape[1])]
             cm = confusion_matrix(p.labels, p.preds, len(classes))
+            fig = plots_eval.confusion_matrix_figure(cm, classes, normalize=normalised, title=name,
+                                                     teacher_mode=teacher_mode())
+            fig.update_layout(width=None, height=min(int(fig.layout.height), 560))  # fit the column
             with col:
-                st.plotly_chart(plots_eval.confusion_matrix_figure(cm, classes, normalize=normalised, title=name,
-                                                                   teacher_mode=teacher_mode()),
-                                key=f"cmp_cm_{record.run_id}", width="content", config={"displayModeBar": False})
+                st.plotly_chart(fig, key=f"cmp_cm_{record.run_id}", config={"displayModeBar": False})
     explain("Rows are the true classes, columns the answers; the diagonal holds the right answers. Compare where the "
             "off-diagonal (wrong) cells sit: different models often make different mistakes.")
 
@@ -243,15 +274,20 @@ def main() -> None:
         return
     names = short_names(chosen)
     st.subheader("Scores, size and speed")
-    with st.spinner("Measuring each model's speed..."):
-        speeds = [speed_of(r, SplitImages(r.config, _split_name(r), p.files)) for r, p in zip(chosen, preds)]
-    scores_table(chosen, names, speeds)
+    table = st.empty()  # drawn now without speeds, redrawn at the end once they are measured (slow only once)
+    with table.container():
+        scores_table(chosen, names, [cached_speed(r) for r in chosen])
+    score_bars(chosen, names)
     st.subheader("Training curves")
     curves(chosen, names)
     st.subheader("Confusion matrices")
     confusion_side_by_side(chosen, names, preds)
     st.subheader("Where they disagree")
     disagreement_gallery(chosen, names, preds)
+    if any(cached_speed(r) is None for r in chosen):
+        speeds = [speed_of(r, SplitImages(r.config, _split_name(r), p.files)) for r, p in zip(chosen, preds)]
+        with table.container():
+            scores_table(chosen, names, speeds)
 
 
 main()

@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from core import plots_eval
-from core.comparison import EpochPredictions, Predictions, load_epoch_predictions, load_predictions
+from core.comparison import EpochPredictions, Predictions, display_names, load_epoch_predictions, load_predictions
 from core.errors import UserError
 from core.evaluation import classification_metrics, confusion_matrix, most_confused
 from ui.common import advanced, explain, metric_card, run_picker, teacher_mode, user_errors
@@ -299,7 +299,8 @@ def predictions_frame(data: RunData, view: View) -> pd.DataFrame:
     p, names = view.preds, data.class_names
     return pd.DataFrame({
         "row": np.arange(len(p)),
-        "file": p.files,
+        "file": display_names(p.files),
+        "path": p.files,
         "true": [names[int(t)] for t in p.labels],
         "predicted": [names[int(k)] for k in p.preds],
         "confidence": p.confidences.astype(float),
@@ -361,7 +362,7 @@ def predictions_section(data: RunData, view: View, images: SplitImages, gradcam:
 def prediction_detail(data: RunData, view: View, images: SplitImages, i: int, gradcam: tuple[bool, float]) -> None:
     """One prediction large: the image, its Grad-CAM and the top-k probabilities."""
     p, names = view.preds, data.class_names
-    st.markdown(f"**{p.files[i]}** · {caption_for(data, view, i)}")
+    st.markdown(f"**{display_names(p.files)[i]}** · {caption_for(data, view, i)}")
     left, right = st.columns([1, 1])
     img = images.image(i)
     with left:

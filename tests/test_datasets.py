@@ -251,6 +251,8 @@ def test_shapes_are_deterministic_and_configurable() -> None:
     assert a.split_hash == b.split_hash != c.split_hash
     named = load_dataset("builtin:shapes?classes=star,ring&per_class=3&size=16")
     assert named.class_names == ["ring", "star"]
+    upright = load_dataset("builtin:shapes?classes=4&per_class=10&size=32&seed=1&rotation=0")
+    assert not np.array_equal(upright.splits["train"].images, a.splits["train"].images)
     default = load_dataset("builtin:shapes")
     assert default.num_classes == 4 and default.total_images == 800 and default.native_size == (64, 64)
 
@@ -269,6 +271,7 @@ def test_shapes_differ_between_classes_and_images() -> None:
     ("size=abc", "whole number"),
     ("colour=red", "no option colour"),
     ("noise=2", "between 0 and 1"),
+    ("rotation=200", "between 0 and 180"),
 ])
 def test_shapes_bad_options_are_sentences(query: str, match: str) -> None:
     with pytest.raises(UserError, match=match):
@@ -339,6 +342,8 @@ def test_rock_paper_scissors_downloads_once_through_get_file(tmp_path: Path, hom
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     site = _rps_zips(tmp_path)
     monkeypatch.setattr(datasets, "RPS_BASE_URL", site.as_uri() + "/")
+    (home / "downloads").mkdir()
+    (home / "downloads" / "rps.zip").write_bytes(b"<html>an interrupted download</html>")
     ds = load_dataset("builtin:rock_paper_scissors", home=home)
     assert ds.class_names == ["paper", "rock", "scissors"]
     assert len(ds.splits["test"]) == 6 and len(ds.splits["train"]) + len(ds.splits["val"]) == 18

@@ -252,14 +252,14 @@ def test_split_transfer_model_shares_weights() -> None:
 
 def test_cached_training_matches_full_passes(home: Path, imagenet_keras_home: Path) -> None:
     """Real ImageNet features on generated shapes: the cached-feature run's test accuracy is within
-    2 points of full passes, it reuses the cache on a repeat, and its model.keras takes raw pixels."""
+    2 points of full passes, its features land in the home's cache, and its model.keras takes raw pixels."""
     from core.store import RunStore
     from core.training import train_to_completion
 
     cfg = TrainConfig(data="builtin:shapes?per_class=60&size=48&seed=3",
                       split=SplitConfig(val_fraction=0.2, test_fraction=0.4, seed=0),
                       model=ModelSpec(name="transfer:mobilenet_v2", alpha=0.35, head_units=32),
-                      image_size=96, batch_size=16, epochs=6, seed=0)
+                      image_size=96, batch_size=16, epochs=4, seed=0)
     store = RunStore(home)
     full = train_to_completion(cfg.replace(use_feature_cache=False), store)
     cached = train_to_completion(cfg, store)
@@ -271,7 +271,6 @@ def test_cached_training_matches_full_passes(home: Path, imagenet_keras_home: Pa
     assert abs(cached["test"]["accuracy"] - full["test"]["accuracy"]) <= 0.02
     assert len(cached["history"]["val_loss"]) == cfg.epochs
 
-    again = train_to_completion(cfg, store)
-    assert any("reused from the cache" in e["text"] for e in store.events(again["run_id"]))
+    assert len(FeatureCache(home).keys()) == 2  # train + validation features, one plain pass each
     model = keras.models.load_model(store.run_dir(cached["run_id"]) / "model.keras")
     assert tuple(model.input_shape) == (None, 96, 96, 3) and model.get_layer("backbone") is not None

@@ -216,7 +216,7 @@ def _transfer_model(classes: int = 3, size: int = 96) -> tuple[keras.Model, kera
 
 
 def test_nested_mobilenetv2_backbone_matches_a_hand_computed_gradcam() -> None:
-    """With a GAP + Dense head, Grad-CAM of class c is ReLU(A @ W[:, c]) up to scale: compute it independently."""
+    """GAP + Dense head: Grad-CAM of class c is ReLU(A @ (W[:, c] - mean_j W[:, j])) up to scale (centred logits)."""
     model, base = _transfer_model()
     assert find_target_layer(model) == "backbone/out_relu"
     assert "backbone/block_13_expand_relu" in target_layer_choices(model)
@@ -227,6 +227,7 @@ def test_nested_mobilenetv2_backbone_matches_a_hand_computed_gradcam() -> None:
     features = keras.Model(base.input, base.get_layer("out_relu").output)
     acts = np.asarray(features(img[None].astype("float32") / 127.5 - 1.0))[0]
     kernel = np.asarray(model.layers[-1].kernel)
+    kernel = kernel - kernel.mean(axis=1, keepdims=True)
     for c in range(3):
         expected = np.maximum(acts @ kernel[:, c], 0)
         expected = expected / expected.max() if expected.max() > 0 else expected

@@ -15,14 +15,15 @@ _DATA_STATE = "cnnlab_data_source"
 _SPLIT_STATE = "cnnlab_split_json"
 DEFAULT_DATA_SOURCE = "builtin:shapes"
 
-STATUS_DOTS = {
-    "queued": "🟡",
-    "running": "🟢",
-    "stopping": "🟠",
-    "finished": "🔵",
-    "stopped": "⚪",
-    "failed": "🔴",
-    "interrupted": "🟤",
+# Markdown colours (st.markdown / st.caption); a plain "●" shows in every font, emoji do not.
+STATUS_COLORS = {
+    "queued": "gray",
+    "running": "green",
+    "stopping": "orange",
+    "finished": "blue",
+    "stopped": "violet",
+    "failed": "red",
+    "interrupted": "orange",
 }
 
 
@@ -106,9 +107,25 @@ def set_current_run_id(run_id: str | None) -> None:
             del st.query_params["run"]
 
 
+STATUS_EMOJI = {
+    "queued": "🟡",
+    "running": "🟢",
+    "stopping": "🟠",
+    "finished": "🔵",
+    "stopped": "⚪",
+    "failed": "🔴",
+    "interrupted": "🟤",
+}
+
+
 def status_dot(status: str) -> str:
-    """A coloured dot for a run status (queued, running, finished, ...)."""
-    return STATUS_DOTS.get(status, "⚫")
+    """A coloured emoji dot for a run status, for plain-text labels (selectboxes)."""
+    return STATUS_EMOJI.get(status, "⚫")
+
+
+def status_mark(status: str) -> str:
+    """A coloured dot as Markdown (``:green[●]``) for st.markdown/st.caption: renders in every font."""
+    return f":{STATUS_COLORS.get(status, 'gray')}[●]"
 
 
 def run_label(run: Any) -> str:

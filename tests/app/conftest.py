@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-import ui  # noqa: F401  (installs the navigation-only fix before any AppTest run; see ui/__init__.py)
-
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `pytest` (not only `python -m pytest`) must find core/, ui/ and tests.app
+    sys.path.insert(0, str(ROOT))
+
+import ui  # noqa: E402,F401  (installs the navigation-only fix before any AppTest run; see ui/__init__.py)
+
 APP = str(ROOT / "app.py")
 TIMEOUT = 180  # the first page that imports TensorFlow in a test process is slow on 2 shared cores
 

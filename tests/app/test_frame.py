@@ -41,7 +41,8 @@ def test_sidebar_lists_runs_and_renames_and_deletes(app_home: Path) -> None:
     at.run()
     assert not at.exception
     labels = link_labels(at)
-    assert any("tiny test run" in label and "🔵" in label for label in labels), labels
+    assert any("tiny test run" in label and "finished" in label for label in labels), labels
+    assert ":blue[●]" in [m.value for m in at.sidebar.markdown]  # the finished run's status dot
     at.sidebar.text_input(key="sidebar_new_name").set_value("renamed run")
     at.sidebar.button(key="sidebar_rename").click().run()  # the form submit button
     assert not at.exception
@@ -64,9 +65,10 @@ def test_sidebar_shows_active_runs_with_a_link_to_train(app_home: Path) -> None:
     assert not at.exception
     links = {link.proto.label: link.proto for link in at.sidebar.get("page_link")}
     label = next(label for label in links if "training now" in label)
-    assert label.startswith("🟢") and "running" in label
-    assert any(lab.startswith("🟡") and "waiting" in lab for lab in links)
-    assert running in links[label].query_string
+    assert "running" in label and running in links[label].query_string
+    assert any("waiting" in lab and "queued" in lab for lab in links)
+    dots = [m.value for m in at.sidebar.markdown]
+    assert ":green[●]" in dots and ":gray[●]" in dots  # running and queued status dots
 
 
 def test_deep_link_reattaches_to_the_run(app_home: Path) -> None:

@@ -89,6 +89,8 @@ def test_finished_run_shows_its_test_metrics_after_a_refresh(app_home: Path) -> 
     assert not fresh.exception
     assert metric(fresh, "Test accuracy") == f"{snap.result['accuracy']:.1%}"
     assert "Macro F1" in [m.label for m in fresh.metric]
+    links = [link.proto for link in fresh.main.get("page_link")]
+    assert any(link.page == "evaluate" and f"run={run_id}" in link.query_string for link in links)
 
 
 def test_second_tab_without_a_run_attaches_to_the_active_one(app_home: Path) -> None:

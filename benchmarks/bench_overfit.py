@@ -1,0 +1,79 @@
+"""Benchmark 6: time from Start to visible train/validation divergence for the overfitting demo preset.
+
+Starts the demo run through ``TrainingManager.start`` (what the Train page's button does) and polls its
+snapshot like the page's fragment; the divergence is visible when ``core.curves.overfitting_onset``
+reports overfitting on the live history (what the chart marks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks import prepare_environment, result, row, target, write_json
+
+POLL_SECONDS = 0.25
+LIMIT_SECONDS = 180.0
+TITLE = "Overfitting demo: Start to visible train/validation divergence"
+
+
+def demo_config():
+    """The plain demo run of pages/train.py (``demo_config(regularised=False)``), rebuilt without Streamlit."""
+    from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
+
+    return TrainConfig(data="builtin:digits", split=SplitConfig(val_fraction=0.3, test_fraction=0.2, seed=0,
+                                                                train_fraction=0.1),
+                       model=ModelSpec(name="overfit_demo"), image_size=32, batch_size=16, epochs=40,
+                       learning_rate=1e-3, augment=AugmentConfig(), early_stopping_patience=0, seed=0,
+                       name="Overfitting demo: few images, big head")
+
+
+def run() -> dict:
+    from core.curves import overfitting_onset
+    from core.store import RunStore
+    from core.training import TrainingManager
+
+    manager = TrainingManager(RunStore(Path(tempfile.mkdtemp(prefix="bench-overfit-"))))
+    t0 = time.perf_counter()
+    run_id = manager.start(demo_config())
+    seen_at = first_epoch_at = None
+    onset = None
+    tick = threading.Event()
+    while time.perf_counter() - t0 < LIMIT_SECONDS:
+        snap = manager.snapshot(run_id)
+        if snap.epoch >= 1 and first_epoch_at is None:
+            first_epoch_at = time.perf_counter() - t0
+        onset = overfitting_onset(snap.history)
+        if onset is not None and onset.overfitting:
+            seen_at = time.perf_counter() - t0
+            break
+        if not snap.active:
+            break
+        tick.wait(POLL_SECONDS)
+    snap = manager.snapshot(run_id)
+    manager.stop(run_id)
+    manager.shutdown(timeout=60)
+    if seen_at is None:
+        return result(6, TITLE, status="failed", reason=f"no divergence within {LIMIT_SECONDS:.0f} s "
+                      f"(status {snap.status}, {snap.epoch} epochs)")
+    rows = [
+        row("Start -> first epoch on the chart", "time", f"{first_epoch_at:.1f}", "s"),
+        row("Start -> divergence marked (overfitting_onset)", "time", f"{seen_at:.1f}", "s"),
+        row("divergence", "best epoch / epochs done when seen", f"{onset.best_epoch} / {snap.epoch}"),
+    ]
+    return result(6, TITLE, rows=rows, targets=[
+        target("Start to visible divergence", seen_at, 45.0, higher_is_better=False, unit="s",
+               why="the demo needs more epochs before validation loss clearly rises")],
+        notes=["builtin:digits, 10 % of the training split (~9 images a class), overfit_demo network, 32 px, "
+               "batch 16 - the Train page's demo button; polled every 0.25 s like the page's fragment."])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    prepare_environment()
+    write_json(args.out, run())

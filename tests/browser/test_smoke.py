@@ -1,0 +1,271 @@
+"""Real-browser smoke test: `streamlit run app.py` on a loopback port, driven by Debian's Chromium.
+
+Saves screenshots of every page to docs/screenshots/. Skipped with a reason when /usr/bin/chromium
+or the playwright package is missing; never downloads a browser.
+
+The fixtures are module-scoped and shared: `server` (one app process with its own CNNLAB_HOME),
+`browser` (one Chromium), and `demo_run` (the overfitting demo trained from the Train page, its
+run id and what was observed while it trained). Tests for the other pages can use `demo_run` for a
+finished run; keep each page's steps in its own test function.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGE_TITLES = ["Data", "Train", "Evaluate", "Compare", "Classify"]
+SLOW = 240_000  # ms: the first page that imports TensorFlow on 2 busy cores
+
+pytestmark = pytest.mark.browser
+
+if not CHROMIUM.exists():
+    pytest.skip("Debian Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+# ---------------------------------------------------------------- the server
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    log: Path
+    process: subprocess.Popen
+    used: bool = False  # True once a browser has loaded a page (the server is no longer "fresh")
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    waiter = threading.Event()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        waiter.wait(0.25)
+    raise TimeoutError(f"{url} did not become healthy in {timeout:.0f} s")
+
+
+def start_server(folder: Path) -> Server:
+    """`streamlit run app.py` with a private home, on a free loopback port; returns when healthy."""
+    home, keras_home = folder / "home", folder / "keras"
+    home.mkdir(parents=True, exist_ok=True)
+    keras_home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {**os.environ, "CNNLAB_HOME": str(home), "KERAS_HOME": str(keras_home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = folder / "streamlit.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+    except Exception:
+        stop_server(process)
+        raise
+    return Server(url=url, home=home, log=log, process=process)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("app"))
+    yield srv
+    stop_server(srv.process)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+# ---------------------------------------------------------------- page helpers
+
+
+def open_page(browser: Any, server: Server, path: str) -> Any:
+    """A new tab on ``path`` (e.g. "/train?run=x"), 1400 px wide."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(SLOW)
+    server.used = True
+    page.goto(server.url + path)
+    return page
+
+
+def wait_idle(page: Any, timeout: float = SLOW) -> None:
+    """Wait until the script run finished (Streamlit's "running" indicator gone)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+def assert_no_exception(page: Any) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def nav_link(page: Any, index: int) -> Any:
+    """The index-th page link of the sidebar navigation (0 = Data, 1 = Train, ...)."""
+    return page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').nth(index)
+
+
+def sidebar_links(page: Any) -> list[str]:
+    """Sidebar link labels without their icon names (Material icons render as ligature text)."""
+    texts = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').all_inner_texts()
+    return [t.strip().splitlines()[-1].strip() for t in texts]
+
+
+def shot(page: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+CHART_POINTS_JS = """() => {
+  const plot = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  if (!plot || !plot.data) return {epochs: -1, batches: -1};
+  const count = name => plot.data.filter(t => t.name === name).reduce((n, t) => n + (t.x ? t.x.length : 0), 0);
+  const batch = plot.data.filter(t => t.name === 'training (per batch)');
+  return {epochs: count('validation') / 2, batches: batch.length ? batch[0].x.length : 0,
+          last_x: batch.length && batch[0].x.length ? batch[0].x[batch[0].x.length - 1] : 0};
+}"""
+
+
+def text_of(page: Any) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+# ---------------------------------------------------------------- the frame and the pages
+
+
+def test_first_request_to_a_deep_link_shows_the_frame(server: Server, browser: Any,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Pitfall 5: a fresh server's very first request to /train?run=... runs inside app.py's frame."""
+    srv = server if not server.used else start_server(tmp_path_factory.mktemp("fresh"))
+    try:
+        page = open_page(browser, srv, "/train?run=no-such-run")
+        page.get_by_text("There is no run 'no-such-run'").wait_for()
+        assert sidebar_links(page)[:5] == PAGE_TITLES
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # no auto-discovered list
+        assert page.locator("h1").first.inner_text().strip() == "Train"
+        assert "run=no-such-run" not in page.url  # the unknown run was dropped from the URL
+        assert_no_exception(page)
+        page.close()
+    finally:
+        if srv is not server:
+            stop_server(srv.process)
+
+
+def test_data_page(server: Server, browser: Any) -> None:
+    page = open_page(browser, server, "/?data=builtin:digits")
+    page.get_by_role("heading", name="Health report").wait_for()
+    page.get_by_role("heading", name="Sizes, channels, brightness").wait_for()
+    wait_idle(page)
+    assert_no_exception(page)
+    main = text_of(page)
+    assert "Different labels the model will learn" in main and "1,797" in main
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
+    shot(page, "data.png")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def demo_run(server: Server, browser: Any) -> dict[str, Any]:
+    """Train the overfitting demo from the Train page, watching it; returns the run id and observations."""
+    if "demo_run" in server.state:
+        return server.state["demo_run"]
+    page = open_page(browser, server, "/train")
+    page.get_by_role("button", name="1 · Run the overfitting demo").click()
+    page.wait_for_url("**run=*", timeout=SLOW)
+    run_id = page.url.split("run=", 1)[1].split("&", 1)[0]
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    seen: list[dict[str, Any]] = []
+    waiter = threading.Event()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        seen.append({"t": time.monotonic(), **page.evaluate(CHART_POINTS_JS)})
+        if "model overfits" in text_of(page) and seen[-1]["epochs"] >= 15:
+            break
+        waiter.wait(1.0)
+    shot(page, "train.png")
+    # While it trains: how long a click takes to show its result (a page switch, then a widget).
+    t0 = time.monotonic()
+    nav_link(page, 0).click()
+    page.get_by_role("heading", name="Health report").wait_for()
+    switch_seconds = time.monotonic() - t0
+    nav_link(page, 1).click()
+    page.get_by_role("heading", name="Start a new run").wait_for()
+    page.get_by_text("Test accuracy").first.wait_for(timeout=SLOW)  # the run finished: its metrics show
+    wait_idle(page)
+    assert_no_exception(page)
+    shot(page, "train_finished.png")
+    page.close()
+    result = {"run_id": run_id, "seen": seen, "page_switch_seconds": switch_seconds}
+    server.state["demo_run"] = result
+    print(f"\nchart samples (epochs, batches): {[(s['epochs'], s['batches']) for s in seen]}")
+    print(f"page switch while training: {switch_seconds:.2f} s")
+    return result
+
+
+def test_train_overfitting_demo_updates_live(demo_run: dict[str, Any]) -> None:
+    seen = demo_run["seen"]
+    epochs = [s["epochs"] for s in seen if s["epochs"] >= 0]
+    assert epochs and epochs[-1] >= 15, seen
+    assert len(set(epochs)) >= 3  # the chart was redrawn with new epochs while we watched
+    assert epochs == sorted(epochs)
+    assert any(s["batches"] > 0 for s in seen)  # per-batch points arrive within epochs
+
+
+def test_train_page_reattaches_in_a_new_tab_and_teacher_mode(server: Server, browser: Any,
+                                                             demo_run: dict[str, Any]) -> None:
+    page = open_page(browser, server, f"/train?run={demo_run['run_id']}&teacher=1")
+    page.get_by_text("Test accuracy").first.wait_for()
+    page.get_by_text("The overfitting lesson", exact=False).count()  # single run: no side-by-side yet
+    assert "Overfitting demo: few images, big head" in text_of(page)
+    assert page.locator('[data-testid="stSidebar"] input[type="checkbox"][role="switch"], '
+                        '[data-testid="stSidebar"] [data-testid="stCheckbox"] input').first.is_checked()
+    wait_idle(page)
+    assert_no_exception(page)
+    shot(page, "train_teacher.png")
+    page.close()
