@@ -20,7 +20,6 @@ from ui.common import (
     current_run_id,
     run_label,
     set_current_run_id,
-    status_dot,
     status_mark,
     teacher_mode,
     teacher_toggle,
@@ -42,7 +41,7 @@ PAGES = {
 
 TEACHER_CSS = """
 <style>
-  html { font-size: 20px; }
+  html { font-size: 20px !important; }
   [data-testid="stMetricValue"] { font-size: 2.6rem; }
   [data-testid="stCaptionContainer"] { font-size: 1rem; }
   [data-testid="stSidebar"] { min-width: 340px; }
@@ -91,10 +90,10 @@ def draw_runs() -> None:
 def run_link(record: Any, page: str, detail: str) -> None:
     """One run: a coloured status dot, then a link to it (the run id goes in the URL)."""
     params = {"run": record.run_id, **({"teacher": "1"} if teacher_mode() else {})}
-    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
-        st.markdown(status_mark(record.status), width="content", help=record.status)
-        st.page_link(PAGES[page], label=f"{record.name or record.run_id} · {detail}", query_params=params,
-                     width="stretch", help=run_label(record))
+    dot, link = st.columns([1, 11], gap=None, vertical_alignment="center")
+    dot.markdown(status_mark(record.status))
+    link.page_link(PAGES[page], label=f"{record.name or record.run_id} · {detail}", query_params=params,
+                   width="stretch", help=run_label(record))
 
 
 def _progress_text(run_id: str) -> str:
@@ -107,7 +106,7 @@ def _progress_text(run_id: str) -> str:
 
 def manage_runs(records: list) -> None:
     """Rename or delete a run (the current run is preselected)."""
-    labels = {r.run_id: f"{status_dot(r.status)} {r.name or r.run_id} ({r.status})" for r in records}
+    labels = {r.run_id: f"{r.name or r.run_id} ({r.status})" for r in records}
     current = current_run_id()
     with st.expander("Rename or delete a run", expanded=False):
         options = list(labels)

@@ -17,7 +17,7 @@ from benchmarks import (
     SIGN_DIGITS, Stopwatch, have_weights, prepare_environment, result, row, subset_folder, target, write_json,
 )
 
-PER_CLASS = 40  # 400 photos
+PER_CLASS = 50  # 500 photos
 SIZE = 224
 BATCH = 32
 TITLE = "Feature extraction: MobileNetV2-0.35 at 224 px, JPEG files to pooled features"
@@ -74,19 +74,26 @@ def run() -> dict:
     files, labels = _files(folder)
     extractor = feature_extractor(ModelSpec(name="transfer:mobilenet_v2", alpha=0.35), (SIZE, SIZE, 3))
     eager_loop(extractor, files[:BATCH])  # warm-up: first eager call builds the layers' kernels
+    # Interleaved, and the baseline keeps its better run: load from other processes cannot flatter CNN Lab.
     eager = eager_loop(extractor, files)
     cold = cnnlab(extractor, files, labels)  # includes tracing the graph once
-    warm = cnnlab(extractor, files, labels)  # the traced step is kept on the extractor
+    eager = max(eager, eager_loop(extractor, files))
+    warm = cnnlab(extractor, files, labels)  # the traced step is kept on the extractor (one trace per process)
     rows = [
-        row("eager Python loop (Pillow decode, model(x) per batch)", "throughput", f"{eager:.1f}", "img/s"),
+        row("eager Python loop (Pillow decode, model(x) per batch), better of 2", "throughput", f"{eager:.1f}",
+            "img/s"),
         row("CNN Lab graph mode + parallel decode, first call (incl. tracing)", "throughput", f"{cold:.1f}", "img/s"),
         row("CNN Lab graph mode + parallel decode, traced", "throughput", f"{warm:.1f}", "img/s"),
         row("issue's reference figure for the eager loop", "throughput", "37", "img/s"),
     ]
+    why = ("on a 2-core CPU MobileNetV2's arithmetic is most of the cost: graph mode removes the per-layer Python "
+           "dispatch and fuses conv+batch-norm+ReLU6 (measured ~1.5-2x on the model call alone), decoding 100-px "
+           "JPEGs is cheap either way, and XLA (jit_compile) was 4x slower here, so it stays off")
     return result(3, TITLE, rows=rows, targets=[
-        target("extraction vs eager loop measured in this run (first call)", cold / eager, 3.0,
-               why="measured on a shared 2-core CPU where the backbone's own arithmetic is most of the cost"),
-        target("extraction vs the issue's 37 img/s", cold / 37.0, 3.0, why="see above"),
+        target("extraction vs eager loop, first call incl. tracing", cold / eager, 3.0, why=why),
+        target("extraction vs eager loop, traced", warm / eager, 3.0, why=why),
+        target("extraction vs the issue's 37 img/s (traced)", warm / 37.0, 3.0,
+               why="the issue's figure was measured on an idle machine; see the ratio measured in this run"),
     ], notes=[f"{len(files)} sign-language-digits photos (100x100 JPEG) resized to {SIZE} px; batch {BATCH} (eager) / "
               "64 (CNN Lab)."])
 

@@ -41,10 +41,12 @@ def run() -> dict:
 
     manager = TrainingManager(RunStore(Path(os.environ["CNNLAB_HOME"])))
     load_before = os.getloadavg()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     group = queue_experiment(manager, lab_experiment())
     status = wait_group(manager, group, timeout=1800)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     status = group_status(manager, group)
     rows = results_table(status, sort_by=None)
     for m, r in zip(status.members, rows):
@@ -54,6 +56,8 @@ def run() -> dict:
     manager.shutdown()
     return {
         "total_seconds": round(total, 1),
+        "cpu_seconds": round(cpu, 1),  # both cores together: a load-independent measure of the work
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "target_seconds": TARGET_SECONDS,
         "runs": len(rows),
         "statuses": status.counts,
@@ -74,12 +78,16 @@ def _pct(v: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--home", type=Path, help="keep the runs in this CNN Lab home (default: a temp folder)")
     args = parser.parse_args()
     prepare_environment()
+    if args.home:
+        os.environ["CNNLAB_HOME"] = str(args.home.resolve())
     out = run()
     print(f"overfitting lab: {out['runs']} runs in {out['total_seconds']:.0f} s "
           f"(target {TARGET_SECONDS:.0f} s) - statuses {out['statuses']}")
-    print(f"load average before: {out['load_average_before']}, machine: {out['machine']}")
+    print(f"process CPU time {out['cpu_seconds']:.0f} s (both cores); load average before "
+          f"{out['load_average_before']}, after {out['load_average_after']}; machine: {out['machine']}")
     print(f"{'run':44} {'s':>6} {'ep':>3} {'train':>6} {'val':>6} {'best':>6} {'test':>6}")
     for r in out["rows"]:
         print(f"{r['run'][:44]:44} {r['seconds'] or 0:6.1f} {r['epochs']:3d} {_pct(r['train_accuracy'])} "

@@ -92,7 +92,8 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     data = read_npz(path)
     missing = [k for k in ("probs", "labels", "files") if data is None or k not in data]
     if missing:
-        raise UserError(f"The saved predictions {path.name} are incomplete (no {', '.join(missing)}); re-run the training.")
+        raise UserError(f"The saved predictions {path.name} are incomplete (no {', '.join(missing)}); "
+                        "re-run the training.")
     return data
 
 
@@ -151,7 +152,8 @@ def display_names(files: Sequence[str]) -> list[str]:
     paths = [str(f).replace("\\", "/") for f in files]
     if len(paths) < 2 or not all("/" in p for p in paths):
         return [p.rsplit("/", 1)[-1] if "/" in p else p for p in paths]
-    prefix = os.path.commonpath(paths) if all(p.startswith("/") for p in paths) or not any(p.startswith("/") for p in paths) else ""
+    absolute = {p.startswith("/") for p in paths}
+    prefix = os.path.commonpath(paths) if len(absolute) == 1 else ""
     if not prefix or prefix in paths:
         return paths
     return [p[len(prefix):].lstrip("/") for p in paths]
@@ -255,7 +257,8 @@ def default_selection(records: Sequence[Any]) -> list[str]:
     """Run ids to compare first: the latest scratch and latest transfer run on one dataset, else the latest two."""
     finished = [r for r in records if r.status == "finished"]  # newest first, as RunStore.list returns them
     for transfer in (r for r in finished if r.config.model.is_transfer):
-        scratch = next((r for r in finished if not r.config.model.is_transfer and r.config.data == transfer.config.data), None)
+        scratch = next((r for r in finished
+                        if not r.config.model.is_transfer and r.config.data == transfer.config.data), None)
         if scratch is not None:
             return [scratch.run_id, transfer.run_id]
     if finished:

@@ -262,6 +262,8 @@ def _finalise(pool: _Pool, source: str, cfg: SplitConfig) -> Dataset:
         parts = _limit_per_class(parts, cfg.limit_per_class, cfg.seed)
         notes.append(f"At most {cfg.limit_per_class} images per class are used.")
     splits = _make_splits(parts, cfg, notes)
+    if getattr(cfg, "drop_duplicates", False):
+        splits = _drop_leaked_copies(splits, notes)
     if cfg.train_fraction < 1.0:
         keep = _per_class_sample(splits["train"].labels, cfg.train_fraction, [cfg.seed, 101])
         splits["train"] = splits["train"].subset(keep)
@@ -306,6 +308,26 @@ def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str]) ->
         out["train"], out["test"] = base.subset(tr), base.subset(te)
         notes.append(f"The source has no test split: {cfg.test_fraction:.0%} of its training images are used.")
     return out  # type: ignore[return-value]
+
+
+def _drop_leaked_copies(splits: dict[str, Split], notes: list[str]) -> dict[str, Split]:
+    """Remove from val, then test, every picture already in an earlier split (the leakage fix)."""
+    seen: set[str] = set()
+    out, removed = {}, 0
+    for name in SPLIT_NAMES:
+        part = splits.get(name)
+        if part is None:
+            continue
+        hashes = _image_hashes(part)
+        if name != "train":
+            keep = [i for i, h in enumerate(hashes) if h not in seen]
+            removed += len(part) - len(keep)
+            part = part.subset(keep) if len(keep) < len(part) else part
+        out[name] = part
+        seen.update(hashes)
+    if removed:
+        notes.append(f"{removed} validation/test picture(s) that were copies of earlier splits' pictures were dropped.")
+    return out
 
 
 def _round(x: float) -> int:
@@ -959,7 +981,7 @@ def _load_rps(home: Path) -> _Pool:
     downloads = home / "downloads"
     roots = {}
     for split_name, fname in RPS_FILES.items():
-        zip_path = _download(fname, RPS_BASE_URL + fname, downloads)
+        zip_path = _download(fname, RPS_BASE_URL + fname, downloads, also=list(RPS_FILES.values()))
         roots[split_name] = _descend(extract_zip(zip_path, home))
     collected = {k: _collect(root, _name_rule({})) for k, root in roots.items()}
     # Both zips unpack under <home>/datasets/<content hash>/: names relative to it are the same anywhere.
@@ -968,7 +990,7 @@ def _load_rps(home: Path) -> _Pool:
     return pool
 
 
-def _download(fname: str, url: str, folder: Path) -> Path:
+def _download(fname: str, url: str, folder: Path, also: list[str] | None = None) -> Path:
     """Fetch ``url`` into ``folder/fname`` once (keras.utils.get_file), with a one-sentence offline error."""
     import keras
 
@@ -982,9 +1004,11 @@ def _download(fname: str, url: str, folder: Path) -> Path:
         with contextlib.redirect_stdout(sys.stderr):
             path = keras.utils.get_file(fname=fname, origin=url, cache_dir=str(folder), cache_subdir="")
     except Exception as err:  # noqa: BLE001
+        names = " and ".join(also or [fname])
+        base = url[: -len(fname)] if url.endswith(fname) else url
         raise UserError(
-            f"'{fname}' could not be downloaded ({_first_line(err)}); to use it offline, download {url} "
-            f"and save it in the folder '{folder}'."
+            f"'{fname}' could not be downloaded ({_first_line(err)}); to use it offline, download {names} "
+            f"from {base} and save them in the folder '{folder}'."
         ) from None
     return Path(path)
 

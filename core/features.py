@@ -33,6 +33,7 @@ from core.store import atomic_path
 CACHE_DIRNAME = "feature-cache"
 CACHE_FORMAT = 1  # bump when the stored layout or the extraction numerics change
 EXTRACT_BATCH = 64
+MAX_CACHE_MB = int(os.environ.get("CNNLAB_FEATURE_CACHE_MB", "2048"))  # least recently used entries go first
 POOL_LAYER = "pool"
 BACKBONE_LAYER = "backbone"
 
@@ -472,8 +473,8 @@ def fit_on_cached_features(model: Any, val_images: Any | None, *, epochs: int, i
     passes = passes_for(cfg, n_epochs)
     common = dict(spec=cfg.model, image_size=cfg.image_size, channels=context.channels, cache=cache,
                   extractor_hash=ehash, should_stop=context.should_stop)
-    context.log("info", f"Computing backbone features once ({passes} pass{'es' if passes > 1 else ''} over the "
-                        f"training images) so the head trains on cached features.")
+    context.log("info", f"The backbone is frozen: its features ({passes} pass{'es' if passes > 1 else ''} over the "
+                        f"training images) are computed once or read from the cache, and the head trains on them.")
     try:
         train_feats, report = cached_features(extractor, context.train, split_name="train", augment=cfg.augment,
                                               passes=passes, seed=cfg.seed, **common)
@@ -486,6 +487,7 @@ def fit_on_cached_features(model: Any, val_images: Any | None, *, epochs: int, i
         context.log("info", "Stopped while computing backbone features.")
         return None
     context.log("info", _report_sentence(report))
+    cache.prune(MAX_CACHE_MB * 2**20)
 
     bs = cfg.batch_size
     train_ds = feature_batches(train_feats, context.train.labels, batch_size=bs, epochs=n_epochs, seed=cfg.seed)

@@ -3,8 +3,8 @@
 The gradient model is rebuilt from the trained model's own layers (shared weights, no copy), so it works for
 Sequential and Functional models and for a frozen backbone nested as one layer (the usual Keras 3 trap: an inner
 layer's ``.output`` is not connected to the outer model's input, so ``Model(model.inputs, inner.output)`` fails
-with "graph disconnected"). The class score is the pre-softmax logit, as in the paper, so confident predictions
-do not saturate into an empty map.
+with "graph disconnected"). The class score is the pre-softmax logit, as in the paper (so confident predictions
+do not saturate into an empty map), centred across classes (so evidence shared by every class does not show).
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ from core.classify import NONE_CLASSES
 from core.errors import UserError
 
 IDLE_SECONDS = 10.0  # the worker thread ends after this long without a frame (an abandoned tab)
-WINDOW = 60  # recent frames/answers the rates and latencies are averaged over
+WINDOW = 120  # recent frames/answers kept for the rates and the median latencies
+RATE_SECONDS = 2.0  # rates count the events of the last 2 s
+MIN_RATE_SPAN = 0.5  # ... and never divide by less than this (the first frames arrive in a burst)
 REFERENCE_WIDTH = 640  # text and bars are sized for this frame width and scaled for others
 
 # BGR colours
@@ -91,9 +93,9 @@ class LiveStats:
     frames_dropped: int = 0  # replaced in the slot by a newer frame before the model got to them
     frames_per_second: float = 0.0  # frames passing through process() (what the viewer sees)
     answers_per_second: float = 0.0  # frames the model classified
-    latency_ms: float = 0.0  # mean camera-frame-to-answer time over recent answers
-    inference_ms: float = 0.0  # mean model call time over recent answers
-    draw_ms: float = 0.0  # mean time process() takes (the delay added to the video)
+    latency_ms: float = 0.0  # median frame-to-answer time of recent answers (robust to the first, tracing call)
+    inference_ms: float = 0.0  # median model call time over recent answers
+    draw_ms: float = 0.0  # median time process() takes (the delay added to the video)
     running: bool = False  # the worker thread is alive
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -156,7 +158,8 @@ class FrameClassifier:
         self.class_names = tuple(str(c) for c in predictor.class_names)
         self.background = background
         self.idle_seconds = float(idle_seconds)
-        self._gradcam_engine = gradcam if gradcam not in (True, False, None) else None
+        self._gradcam_engine = None if isinstance(gradcam, bool) or gradcam is None else gradcam
+        self._gradcam_blocked = False
         self._settings = Settings()
         self.configure(top_k=top_k, threshold=threshold, gradcam=bool(gradcam), alpha=alpha)
         self._cond = threading.Condition()
@@ -189,7 +192,7 @@ class FrameClassifier:
         self._settings = Settings(
             top_k=max(1, min(k, len(self.class_names))),
             threshold=s.threshold if threshold is None else float(threshold),
-            gradcam=s.gradcam if gradcam is None else bool(gradcam),
+            gradcam=(s.gradcam if gradcam is None else bool(gradcam)) and not self._gradcam_blocked,
             alpha=a,
         )
 
@@ -297,9 +300,13 @@ class FrameClassifier:
         """Grad-CAM for the answer; a model Grad-CAM cannot explain turns the overlay off with a note."""
         try:
             if self._gradcam_engine is None:
-                self._gradcam_engine = _shared_gradcam(self.predictor.model)
+                model = getattr(self.predictor, "model", None)
+                if model is None:
+                    raise UserError("this model does not show its layers, so Grad-CAM cannot look inside it.")
+                self._gradcam_engine = _shared_gradcam(model)
             return np.asarray(self._gradcam_engine.heatmap(seen, class_index), dtype=np.float32)
         except UserError as err:
+            self._gradcam_blocked = True  # asking again on every rerun would only repeat the failure
             self.configure(gradcam=False)
             with self._cond:
                 self._notes.append(f"Grad-CAM is off: {err}")
@@ -343,6 +350,7 @@ class FrameClassifier:
 
     def snapshot(self) -> LiveStats:
         """An immutable copy of the counters, rates and latest answer (for a polling page)."""
+        now = time.perf_counter()
         with self._cond:
             frames = list(self._frame_times)
             answers = list(self._answer_times)
@@ -350,11 +358,11 @@ class FrameClassifier:
                 frames_seen=self._seen,
                 frames_classified=self._classified,
                 frames_dropped=self._dropped,
-                frames_per_second=_rate([t for t, _ in frames]),
-                answers_per_second=_rate([t for t, _, _ in answers]),
-                latency_ms=float(np.mean([a[1] for a in answers])) if answers else 0.0,
-                inference_ms=float(np.mean([a[2] for a in answers])) if answers else 0.0,
-                draw_ms=float(np.mean([d for _, d in frames])) if frames else 0.0,
+                frames_per_second=_rate([t for t, _ in frames], now),
+                answers_per_second=_rate([t for t, _, _ in answers], now),
+                latency_ms=float(np.median([a[1] for a in answers])) if answers else 0.0,
+                inference_ms=float(np.median([a[2] for a in answers])) if answers else 0.0,
+                draw_ms=float(np.median([d for _, d in frames])) if frames else 0.0,
                 running=self._worker is not None,
                 error=self._error,
                 notes=tuple(self._notes),
@@ -403,7 +411,7 @@ class FrameClassifier:
 
 
 def video_frame_callback(classifier: FrameClassifier) -> Callable[[Any], Any]:
-    """``av.VideoFrame -> av.VideoFrame`` around ``classifier.process``: the function a WebRTC stream calls per frame."""
+    """``av.VideoFrame -> av.VideoFrame`` around ``classifier.process``: what a WebRTC stream calls per frame."""
     import av
 
     def callback(frame: Any) -> Any:
@@ -430,11 +438,12 @@ def _as_bgr(frame: np.ndarray) -> np.ndarray:
     return a[:, :, :3] if a.shape[2] == 4 else a
 
 
-def _rate(times: Sequence[float]) -> float:
-    """Events per second over the recent window (0 with fewer than two events)."""
-    if len(times) < 2 or times[-1] <= times[0]:
+def _rate(times: Sequence[float], now: float) -> float:
+    """Events per second over the last RATE_SECONDS, counted up to ``now`` (a burst of frames does not inflate it)."""
+    if not times:
         return 0.0
-    return (len(times) - 1) / (times[-1] - times[0])
+    recent = sum(1 for t in times if t > now - RATE_SECONDS)
+    return recent / max(MIN_RATE_SPAN, min(RATE_SECONDS, now - times[0]))
 
 
 def _shared_predict_fn(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:

@@ -11,7 +11,6 @@ import math
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from core.curves import Onset
 
@@ -25,21 +24,18 @@ MAX_BATCH_POINTS = 300
 
 
 def style(fig: go.Figure, teacher_mode: bool = False, height: int | None = None) -> go.Figure:
-    """Readable fonts, a clean template and a stable layout; bigger everything in teacher mode."""
-    base = 20 if teacher_mode else 14
-    fig.update_layout(
-        template="plotly_white",
-        font={"size": base},
-        title_font={"size": base + 4},
-        legend={"font": {"size": base}, "orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        hoverlabel={"font": {"size": base}},
-        margin={"l": 60, "r": 20, "t": 70 if teacher_mode else 60, "b": 50},
-        uirevision="keep",
-    )
-    if height:
-        fig.update_layout(height=int(height * (1.25 if teacher_mode else 1)))
-    fig.update_xaxes(title_font={"size": base}, tickfont={"size": base - 2}, gridcolor="#e5e7eb")
-    fig.update_yaxes(title_font={"size": base}, tickfont={"size": base - 2}, gridcolor="#e5e7eb")
+    """Readable fonts, white background and a stable layout; bigger everything in teacher mode.
+
+    No plotly template on purpose: Streamlit applies its own theme, and resolving a template deep-copies
+    it on every call (~70 ms), which adds up on a page redrawn while a run trains next to it.
+    """
+    layout = _base_layout(teacher_mode, height or 0)
+    axis = layout.pop("_axis")
+    if not height:
+        layout.pop("height")
+    fig.update_layout(**layout)
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
     return fig
 
 
@@ -68,6 +64,24 @@ def _epochs(values: Sequence[float] | None) -> tuple[list[int], list[float | Non
     return list(range(1, len(vals) + 1)), vals
 
 
+def _base_layout(teacher_mode: bool, height: int) -> dict[str, Any]:
+    """The same look as ``style`` as a plain dict (the live charts are built as dicts: see below)."""
+    base = 20 if teacher_mode else 14
+    axis = {"title": {"font": {"size": base}}, "tickfont": {"size": base - 2}, "gridcolor": "#e5e7eb",
+            "zeroline": False}
+    return {
+        "plot_bgcolor": "white", "paper_bgcolor": "white", "font": {"size": base}, "hoverlabel": {"font": {"size": base}},
+        "legend": {"font": {"size": base}, "orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        "margin": {"l": 60, "r": 20, "t": 70 if teacher_mode else 60, "b": 50},
+        "uirevision": "keep", "height": int(height * (1.25 if teacher_mode else 1)),
+        "_axis": axis,
+    }
+
+
+def _axis(layout: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**layout["_axis"], **extra}
+
+
 def training_curves(
     history: Mapping[str, Sequence[float]],
     batch_history: Sequence[Mapping[str, float]] | None = None,
@@ -75,73 +89,110 @@ def training_curves(
     epoch_marker: float | None = None,
     teacher_mode: bool = False,
 ) -> go.Figure:
-    """Loss and accuracy side by side, training vs validation, with the overfitting onset marked."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
-                        horizontal_spacing=0.1)
+    """Loss and accuracy side by side, training vs validation, with the overfitting onset marked.
+
+    Built as a plain dict, not with make_subplots/add_trace: the Train page redraws it every second
+    while a run trains, and the graph-object helpers cost ~0.2 s of GIL-holding Python per call,
+    which slows the training thread next to it many times over (GIL convoy on a 2-core laptop).
+    """
     width = line_width(teacher_mode)
-    for col, metric in ((1, "loss"), (2, "accuracy")):
+    traces: list[dict[str, Any]] = []
+    for axis, metric in (("", "loss"), ("2", "accuracy")):
+        xref, yref = f"x{axis}", f"y{axis}"
         if batch_history:
             xs, ys = downsample([b.get("x", 0.0) for b in batch_history], [b.get(metric) for b in batch_history])
             if xs:
-                fig.add_trace(go.Scatter(
-                    x=xs, y=ys, mode="lines", name="training (per batch)", legendgroup="batch",
-                    showlegend=col == 1, line={"color": TRAIN_COLOR, "width": max(1.0, width / 2.5)}, opacity=0.35,
-                    hovertemplate=f"epoch %{{x:.2f}}<br>training {metric} (batch) %{{y:.4f}}<extra></extra>",
-                ), row=1, col=col)
+                traces.append({
+                    "type": "scatter", "x": xs, "y": ys, "mode": "lines", "name": "training (per batch)",
+                    "legendgroup": "batch", "showlegend": axis == "", "xaxis": xref, "yaxis": yref,
+                    "line": {"color": TRAIN_COLOR, "width": max(1.0, width / 2.5)}, "opacity": 0.35,
+                    "hovertemplate": f"epoch %{{x:.2f}}<br>training {metric} (batch) %{{y:.4f}}<extra></extra>",
+                })
         for prefix, label, color, dash in (("", "training", TRAIN_COLOR, "solid"), ("val_", "validation", VAL_COLOR, "dash")):
             xs, ys = _epochs(history.get(prefix + metric))
             if xs:
-                fig.add_trace(go.Scatter(
-                    x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label, showlegend=col == 1,
-                    line={"color": color, "width": width, "dash": dash}, marker={"size": width * 2.4},
-                    hovertemplate=f"epoch %{{x}}<br>{label} {metric} %{{y:.4f}}<extra></extra>",
-                ), row=1, col=col)
+                traces.append({
+                    "type": "scatter", "x": xs, "y": ys, "mode": "lines+markers", "name": label,
+                    "legendgroup": label, "showlegend": axis == "", "xaxis": xref, "yaxis": yref,
+                    "line": {"color": color, "width": width, "dash": dash}, "marker": {"size": width * 2.4},
+                    "hovertemplate": f"epoch %{{x}}<br>{label} {metric} %{{y:.4f}}<extra></extra>",
+                })
+    layout = _base_layout(teacher_mode, 440)
+    title_size = 22 if teacher_mode else 15
+    layout.update(
+        xaxis=_axis(layout, domain=[0, 0.45], anchor="y", title={"text": "epoch"}, rangemode="tozero"),
+        xaxis2=_axis(layout, domain=[0.55, 1], anchor="y2", title={"text": "epoch"}, rangemode="tozero"),
+        yaxis=_axis(layout, anchor="x", rangemode="tozero"),
+        yaxis2=_axis(layout, anchor="x2", range=[0, 1.02], tickformat=".0%"),
+        # Legend above the two subplot titles, so neither hides the other.
+        legend={**layout["legend"], "y": 1.16},
+        margin={**layout["margin"], "t": 120 if teacher_mode else 100},
+        annotations=[
+            {"text": "Loss (lower is better)", "x": 0.225, "y": 1.0, "xref": "paper", "yref": "paper",
+             "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": title_size}},
+            {"text": "Accuracy (higher is better)", "x": 0.775, "y": 1.0, "xref": "paper", "yref": "paper",
+             "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": title_size}},
+        ],
+        shapes=[],
+    )
     if onset is not None:
-        _mark_onset(fig, onset, teacher_mode)
+        _mark_onset(layout, onset, teacher_mode, len(history.get("loss") or []))
     if epoch_marker is not None:
-        fig.add_vline(x=epoch_marker, line={"color": "#6b7280", "width": 1.5, "dash": "dot"}, row="all", col="all")
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
-    fig.update_yaxes(rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    style(fig, teacher_mode, height=440)
-    # Legend above the two subplot titles, so neither hides the other.
-    fig.update_layout(legend={"y": 1.16, "yanchor": "bottom"}, margin={"t": 120 if teacher_mode else 100})
-    for title in fig.layout.annotations[:2]:
-        title.font.size = 22 if teacher_mode else 15
-    return fig
+        for axis in ("", "2"):
+            layout["shapes"].append(_vline(epoch_marker, axis, {"color": "#6b7280", "width": 1.5, "dash": "dot"}))
+    layout.pop("_axis")
+    return go.Figure({"data": traces, "layout": layout})
 
 
-def _mark_onset(fig: go.Figure, onset: Onset, teacher_mode: bool) -> None:
+def _vline(x: float, axis: str, line: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "line", "x0": x, "x1": x, "y0": 0, "y1": 1, "xref": f"x{axis}", "yref": f"y{axis} domain",
+            "line": line}
+
+
+def _mark_onset(layout: dict[str, Any], onset: Onset, teacher_mode: bool, epochs_shown: int) -> None:
     """The best epoch as a green line; the divergence region as a red band (labels inside the loss plot)."""
     label_font = 18 if teacher_mode else 12
     if onset.region:
         start, end = onset.region
         stop = max(end, start + 0.5)
-        fig.add_vrect(x0=start, x1=stop, fillcolor=REGION_COLOR, line_width=0, layer="below", row="all", col="all")
-        fig.add_annotation(x=(start + stop) / 2, y=0.98, xref="x", yref="y domain", yanchor="top",
-                           text="overfitting", showarrow=False,
-                           font={"color": "#b91c1c", "size": label_font + 2})
-    fig.add_vline(x=onset.best_epoch, line={"color": BEST_COLOR, "width": 3 if teacher_mode else 2, "dash": "dash"},
-                  row="all", col="all")
-    fig.add_annotation(x=onset.best_epoch, y=0.02, xref="x", yref="y domain", yanchor="bottom", xanchor="right",
-                       text=f"lowest validation loss (epoch {onset.best_epoch}) ", showarrow=False,
-                       bgcolor="rgba(255,255,255,0.85)", font={"color": BEST_COLOR, "size": label_font})
+        for axis in ("", "2"):
+            layout["shapes"].append({"type": "rect", "x0": start, "x1": stop, "y0": 0, "y1": 1, "xref": f"x{axis}",
+                                     "yref": f"y{axis} domain", "fillcolor": REGION_COLOR, "line": {"width": 0},
+                                     "layer": "below"})
+        layout["annotations"].append({"x": (start + stop) / 2, "y": 0.98, "xref": "x", "yref": "y domain",
+                                      "yanchor": "top", "text": "overfitting", "showarrow": False,
+                                      "font": {"color": "#b91c1c", "size": label_font + 2}})
+    for axis in ("", "2"):
+        layout["shapes"].append(_vline(onset.best_epoch, axis, {"color": BEST_COLOR, "width": 3 if teacher_mode else 2,
+                                                                 "dash": "dash"}))
+    # The label sits on the roomier side of the line so it is never cut off at the plot's edge.
+    left_half = onset.best_epoch <= max(epochs_shown, 1) / 2
+    layout["annotations"].append({"x": onset.best_epoch, "y": 0.02, "xref": "x", "yref": "y domain",
+                                  "yanchor": "bottom", "xanchor": "left" if left_half else "right",
+                                  "showarrow": False,
+                                  "text": f" lowest validation loss (epoch {onset.best_epoch}) ",
+                                  "bgcolor": "rgba(255,255,255,0.85)",
+                                  "font": {"color": BEST_COLOR, "size": label_font}})
 
 
 def learning_rate_chart(history: Mapping[str, Sequence[float]], teacher_mode: bool = False) -> go.Figure:
-    """The learning rate per epoch (log scale when it changes by more than 10x)."""
+    """The learning rate per epoch (log scale when it changes by more than 10x); a dict, like the curves."""
     xs, ys = _epochs(history.get("lr"))
-    fig = go.Figure(go.Scatter(
-        x=xs, y=ys, mode="lines+markers", name="learning rate", line={"color": "#0f766e", "width": line_width(teacher_mode)},
-        hovertemplate="epoch %{x}<br>learning rate %{y:.2e}<extra></extra>",
-    ))
+    layout = _base_layout(teacher_mode, 260)
     finite = [y for y in ys if y]
-    if finite and max(finite) / max(min(finite), 1e-12) > 10:
-        fig.update_yaxes(type="log")
-    fig.update_layout(title="Learning rate", showlegend=False)
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
-    fig.update_yaxes(title_text="step size", exponentformat="e")
-    return style(fig, teacher_mode, height=260)
+    log = bool(finite) and max(finite) / max(min(finite), 1e-12) > 10
+    # A constant rate would autorange to [rate-1, rate+1] and read "0": pin linear axes to [0, max].
+    yrange = {"type": "log"} if log else {"range": [0, max(finite, default=1.0) * 1.2]}
+    layout.update(
+        title={"text": "Learning rate", "font": {"size": (24 if teacher_mode else 18)}}, showlegend=False,
+        xaxis=_axis(layout, title={"text": "epoch"}, rangemode="tozero"),
+        yaxis=_axis(layout, title={"text": "step size"}, tickformat=".1e", **yrange),
+    )
+    layout.pop("_axis")
+    trace = {"type": "scatter", "x": xs, "y": ys, "mode": "lines+markers", "name": "learning rate",
+             "line": {"color": "#0f766e", "width": line_width(teacher_mode)},
+             "hovertemplate": "epoch %{x}<br>learning rate %{y:.2e}<extra></extra>"}
+    return go.Figure({"data": [trace], "layout": layout})
 
 
 def split_counts_chart(counts: Mapping[str, Mapping[str, int]], teacher_mode: bool = False) -> go.Figure:
@@ -158,7 +209,9 @@ def split_counts_chart(counts: Mapping[str, Mapping[str, int]], teacher_mode: bo
     fig.update_layout(barmode="stack", title="Images per class and split")
     fig.update_xaxes(title_text="class", type="category")
     fig.update_yaxes(title_text="images")
-    return style(fig, teacher_mode, height=380)
+    style(fig, teacher_mode, height=380)
+    # Legend in split order (stacked bars default to reversed), top right, clear of the title.
+    return fig.update_layout(legend={"traceorder": "normal", "x": 1, "xanchor": "right"})
 
 
 def size_chart(top_sizes: Sequence[Mapping[str, Any]], teacher_mode: bool = False) -> go.Figure:

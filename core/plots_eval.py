@@ -132,8 +132,10 @@ def confusion_matrix_figure(
     fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False,
                       plot_bgcolor="white")
     _style(fig, teacher_mode, height=height, title=title)
-    # Square cells: the width follows the height (labels need ~140 px), pages draw it at this width.
-    fig.update_layout(width=int(fig.layout.height) + 140, margin={"l": 70, "r": 20, "b": 60, "t": 60 if title else 20})
+    # Square cells: the width follows the height, so pages can draw it at this width with no gap.
+    margin = {"l": 80 if teacher_mode else 64, "r": 16, "b": 90 if teacher_mode else 70, "t": 60 if title else 16}
+    side = int(fig.layout.height) - margin["t"] - margin["b"]
+    fig.update_layout(width=side + margin["l"] + margin["r"], margin=margin)
     return fig
 
 
@@ -289,7 +291,8 @@ def overlay_curves_figure(
                     hovertemplate=f"{name}<br>{label} {metric}: %{{y:.3f}}<br>epoch %{{x}}<extra></extra>",
                 )
             )
-    fig.update_xaxes(title_text="epoch", dtick=1 if max((len(h.get(metric) or []) for _, h in histories), default=0) <= 20 else None)
+    longest = max((len(h.get(metric) or []) for _, h in histories), default=0)
+    fig.update_xaxes(title_text="epoch", dtick=1 if longest <= 20 else None)
     fig.update_yaxes(title_text=metric, tickformat=".0%" if "acc" in metric else None)
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return _style(fig, teacher_mode, height=400)

@@ -128,7 +128,7 @@ def show_result(result: PhotoResult, predictor: Any, model_key: str, threshold: 
         on, alpha = gradcam
         if on:
             with user_errors():
-                picture = gradcam_image(model_key, predictor, result.image, result.class_index, alpha)
+                picture = gradcam_image(model_key, predictor, result.image, result.class_index, alpha, 480)
         st.image(picture, caption=result.name, width="stretch")
         if on:
             explain(f"Grad-CAM: red regions pushed the model most towards '{result.label}'.")
@@ -225,6 +225,8 @@ def main() -> None:
                             help="When the most likely class has a lower probability than this, the verdict is "
                                  "'not sure'.")
     with right:
+        if st.session_state.get("cls_top_k", 1) > len(names):  # another model with fewer classes
+            st.session_state["cls_top_k"] = len(names)
         k = int(st.number_input("Classes to show", 1, max(1, len(names)), min(3, len(names)), key="cls_top_k"))
     with advanced("Grad-CAM heat map"):
         gradcam = gradcam_controls("cls")

@@ -31,6 +31,7 @@ from ui.common import (
     teacher_mode,
     user_errors,
 )
+from ui.data_checks import render_data_checks
 from ui.engine import home_dir, load_dataset_cached
 
 MODES = ("Built-in", "Upload a zip", "Folder or zip on this computer")
@@ -143,10 +144,25 @@ def report_for(home: str, source: str, split_json: str) -> dict[str, Any]:
     return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def report_figures(home: str, source: str, split_json: str, teacher: bool) -> dict[str, Any]:
+    """The health report's charts, built once per dataset, split and mode (the page redraws often)."""
+    report = report_for(home, source, split_json)
+    figures = {
+        "counts": plots.split_counts_chart(report["counts"], teacher_mode=teacher),
+        "sizes": plots.size_chart(report["sizes"].get("top", []), teacher_mode=teacher),
+        "channels": plots.category_bars(report["channel_distribution"], "Colour or grayscale", "kind",
+                                        teacher_mode=teacher),
+    }
+    if (report.get("pixel_stats") or {}).get("mean"):
+        figures["pixels"] = plots.pixel_histogram_chart(report["pixel_stats"], teacher_mode=teacher)
+    return figures
+
+
 def overview(report: dict[str, Any]) -> None:
     """The headline numbers, each with its meaning."""
     sizes = report["split_sizes"]
-    cols = st.columns(4)
+    cols = st.columns(5)
     with cols[0]:
         metric_card("Classes", report["num_classes"], "Different labels the model will learn to tell apart.")
     with cols[1]:
@@ -157,8 +173,10 @@ def overview(report: dict[str, Any]) -> None:
         metric_card("Imbalance", f"{report['imbalance_ratio']:.2f} : 1",
                     "Largest class divided by the smallest; 1 : 1 is perfectly balanced, above 1.5 deserves care.")
     with cols[3]:
-        metric_card("Problems", f"{report['num_skipped']} skipped · {report['num_duplicates_across_splits']} leaked",
-                    "Files that could not be used, and pictures found in more than one split.")
+        metric_card("Skipped files", report["num_skipped"], "Files left out because they are not usable images.")
+    with cols[4]:
+        metric_card("Leaked pictures", report["num_duplicates_across_splits"],
+                    "Pictures found in more than one split: the test would partly check memory, not learning.")
 
 
 def problems(report: dict[str, Any]) -> None:
@@ -185,13 +203,12 @@ def problems(report: dict[str, Any]) -> None:
                 "(harmless, but they count twice).")
 
 
-def counts_section(report: dict[str, Any], teacher: bool) -> None:
+def counts_section(report: dict[str, Any], figures: dict[str, Any]) -> None:
     """Images per class and split: a stacked bar chart and the table behind it."""
-    st.plotly_chart(plots.split_counts_chart(report["counts"], teacher_mode=teacher), key="data_counts",
-                    config={"displaylogo": False})
+    st.plotly_chart(figures["counts"], key="data_counts", config={"displaylogo": False})
     explain("Each bar is one class; colours show how its images are shared between training, validation and test.",
             teacher="One bar per class: the taller, the more pictures. Similar heights mean a fair dataset.")
-    with advanced("Counts table"):
+    with st.expander("Counts table"):
         table = pd.DataFrame(report["counts"]).reindex(report["class_names"]).fillna(0).astype(int)
         table["total"] = table.sum(axis=1)
         st.dataframe(table, width="stretch", key="data_counts_table")
@@ -209,21 +226,18 @@ def thumbnail(img: np.ndarray) -> np.ndarray:
     return np.asarray(pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample))
 
 
-def samples_section(source: str, split: SplitConfig, class_names: list[str]) -> None:
-    """A few training images of each class (pick which classes when there are many)."""
+@st.cache_data(show_spinner=False, max_entries=8)
+def sample_rows(home: str, source: str, split_json: str, classes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """For each class: its training-image count and a few decoded thumbnails with their names."""
+    split = SplitConfig.from_json(split_json)
     dataset = load_dataset_cached(source, split)
-    shown = class_names
-    if len(class_names) > MAX_CLASSES_SHOWN:
-        shown = st.multiselect("Classes to show", class_names, default=class_names[:MAX_CLASSES_SHOWN],
-                               key="data_sample_classes")
     part = dataset.splits["train"] if len(dataset.splits["train"]) else next(iter(dataset.splits.values()))
     rng = np.random.default_rng(split.seed)
-    for name in shown:
-        label = class_names.index(name)
+    rows = []
+    for name in classes:
+        label = dataset.class_names.index(name)
         idx = np.flatnonzero(part.labels == label)
-        if len(idx) == 0:
-            continue
-        pick = np.sort(rng.choice(idx, size=min(SAMPLES_PER_CLASS, len(idx)), replace=False))
+        pick = np.sort(rng.choice(idx, size=min(SAMPLES_PER_CLASS, len(idx)), replace=False)) if len(idx) else []
         images, captions = [], []
         for i in pick:
             try:
@@ -231,33 +245,43 @@ def samples_section(source: str, split: SplitConfig, class_names: list[str]) -> 
             except UserError:
                 continue
             captions.append(dataset.relative(part.files[int(i)]) if part.files else f"#{int(i)}")
+        rows.append({"name": name, "count": int(len(idx)), "images": images, "captions": captions})
+    return rows
+
+
+def samples_section(source: str, split: SplitConfig, class_names: list[str]) -> None:
+    """A few training images of each class (pick which classes when there are many)."""
+    shown = class_names
+    if len(class_names) > MAX_CLASSES_SHOWN:
+        shown = st.multiselect("Classes to show", class_names, default=class_names[:MAX_CLASSES_SHOWN],
+                               key="data_sample_classes")
+    for row in sample_rows(str(home_dir()), source, split.to_json(), tuple(shown)):
+        if not row["images"]:
+            continue
         cols = st.columns([1, 6], vertical_alignment="center")
-        cols[0].markdown(f"**{name}**  \n{int((part.labels == label).sum())} training images")
-        cols[1].image(images, caption=[c[-18:] for c in captions], width=THUMB_PX)
+        cols[0].markdown(f"**{row['name']}**  \n{row['count']} training images")
+        cols[1].image(row["images"], caption=[c[-18:] for c in row["captions"]], width=THUMB_PX)
     explain("Random training images of each class (same seed, same picks). Look for wrong labels and odd ones out.")
 
 
-def shape_section(report: dict[str, Any], teacher: bool) -> None:
+def shape_section(report: dict[str, Any], figures: dict[str, Any]) -> None:
     """Image sizes, colour channels and pixel brightness."""
     sizes = report["sizes"]
     cols = st.columns(2)
     with cols[0]:
-        st.plotly_chart(plots.size_chart(sizes.get("top", []), teacher_mode=teacher), key="data_sizes",
-                        config={"displaylogo": False})
+        st.plotly_chart(figures["sizes"], key="data_sizes", config={"displaylogo": False})
         if sizes.get("median"):
             explain(f"{sizes['distinct']} different sizes; median {sizes['median'][1]}×{sizes['median'][0]} px, "
                     f"smallest {sizes['min'][1]}×{sizes['min'][0]}, largest {sizes['max'][1]}×{sizes['max'][0]}. "
                     "Every image is resized to the model's input size before training.")
     with cols[1]:
-        st.plotly_chart(plots.category_bars(report["channel_distribution"], "Colour or grayscale", "kind",
-                                            teacher_mode=teacher), key="data_channels", config={"displaylogo": False})
+        st.plotly_chart(figures["channels"], key="data_channels", config={"displaylogo": False})
         explain(f"The model gets {report['channels']} channel(s): "
                 + ("grayscale images are used as they are." if report["channels"] == 1
                    else "grayscale images are copied into three colour channels."))
     stats = report.get("pixel_stats") or {}
-    if stats.get("mean"):
-        st.plotly_chart(plots.pixel_histogram_chart(stats, teacher_mode=teacher), key="data_pixels",
-                        config={"displaylogo": False})
+    if "pixels" in figures:
+        st.plotly_chart(figures["pixels"], key="data_pixels", config={"displaylogo": False})
         explain("Mean / standard deviation of pixel values over a sample of "
                 f"{stats['sample']} images: " + ", ".join(
                     f"{n} {m:.0f} / {s:.0f}" for n, m, s in zip(stats["channel_names"], stats["mean"], stats["std"]))
@@ -284,6 +308,7 @@ def main() -> None:
             st.info("Upload a zip or type a path to see its health report.")
             return
         report = report_for(str(home_dir()), source, split.to_json())
+        figures = report_figures(str(home_dir()), source, split.to_json(), teacher)
         set_data_source(source)
         set_split(split)
         st.success(f"Using **{report['name']}** ({source}) for training: the Train page starts from it.",
@@ -293,11 +318,12 @@ def main() -> None:
         st.header("Health report")
         overview(report)
         problems(report)
-        counts_section(report, teacher)
+        counts_section(report, figures)
         st.header("Sample images")
         samples_section(source, split, report["class_names"])
         st.header("Sizes, channels, brightness")
-        shape_section(report, teacher)
+        shape_section(report, figures)
+        render_data_checks(source, split, report)
 
 
 if __name__ == "__main__":

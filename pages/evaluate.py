@@ -22,7 +22,17 @@ from core.errors import UserError
 from core.evaluation import classification_metrics, confusion_matrix, most_confused
 from ui.common import advanced, explain, metric_card, run_picker, teacher_mode, user_errors
 from ui.engine import get_manager, get_predictor, get_store
-from ui.gallery import SplitImages, Tile, data_url, for_display, gradcam_controls, gradcam_image, gradcam_tiles, image_grid
+from ui.repro import repro_section
+from ui.gallery import (
+    SplitImages,
+    Tile,
+    data_url,
+    for_display,
+    gradcam_controls,
+    gradcam_image,
+    gradcam_tiles,
+    image_grid,
+)
 
 MAX_TABLE_ROWS = 1000  # thumbnails are drawn for at most this many rows at once
 TEST_VIEW = "Test set (final model)"
@@ -81,7 +91,8 @@ def load_run(run_id: str) -> RunData:
     test = load_predictions(store, run_id)
     names = class_names_of(record)
     if test.probs.ndim != 2 or test.probs.shape[1] != len(names):
-        raise UserError(f"The saved predictions of run {run_id} do not match its {len(names)} classes; re-run the training.")
+        raise UserError(f"The saved predictions of run {run_id} do not match its {len(names)} classes; "
+                        "re-run the training.")
     return RunData(run_id, record, names, test, load_epoch_predictions(store, run_id))
 
 
@@ -98,6 +109,7 @@ def choose_view(data: RunData) -> View:
         split = "val" if (data.record.result or {}).get("evaluated_on") == "validation" else "test"
         return View(preds, split, None, classification_metrics(preds.labels, preds.probs, data.class_names))
     last = data.epochs.epochs
+    clamp_state("eval_epoch", 1, last)
     epoch = last if last == 1 else st.slider(
         "Epoch", 1, last, last, key="eval_epoch",
         help="Drag back in time: the numbers, the confusion matrix and the mistakes as they were after this epoch.",
@@ -111,39 +123,53 @@ def choose_view(data: RunData) -> View:
     return View(preds, "val", epoch, classification_metrics(preds.labels, preds.probs, data.class_names))
 
 
+def clamp_state(key: str, low: int, high: int) -> None:
+    """Keep a slider's remembered value inside its range when another run (with other limits) is shown."""
+    value = st.session_state.get(key)
+    if isinstance(value, (int, float)) and not low <= value <= high:
+        st.session_state[key] = min(max(int(value), low), high)
+
+
 # ---------------------------------------------------------------- numbers
 
 
 def metric_cards(view: View) -> None:
-    """Accuracy and weighted/macro precision, recall, F1, each with its one-sentence meaning."""
+    """Accuracy and weighted/macro precision, recall, F1, each with its one-sentence meaning.
+
+    Teacher mode keeps the first row, in plain words, and folds the macro scores and the loss away.
+    """
     m, where, plain = view.metrics, view.where, teacher_mode()
-    top = st.columns(4)
-    with top[0]:
-        metric_card("Accuracy", f"{m['accuracy']:.1%}",
-                    f"Out of 100 new pictures, about {m['accuracy'] * 100:.0f} are named correctly." if plain else
-                    f"How often the model is right on {where} it never trained on ({m.get('n_images', len(view.preds))} images).")
-    with top[1]:
-        metric_card("Precision (weighted)", f"{m['precision']:.1%}",
-                    "When the model names a class, how often that answer is right, averaged over classes by their size.")
-    with top[2]:
-        metric_card("Recall (weighted)", f"{m['recall']:.1%}",
-                    "Of the images of each class, how many the model finds, averaged over classes by their size.")
-    with top[3]:
-        metric_card("F1 (weighted)", f"{m['f1']:.1%}",
-                    "One score that is high only when both precision and recall are high (weighted by class size).")
-    bottom = st.columns(4)
-    with bottom[0]:
-        metric_card("Precision (macro)", f"{m['macro_precision']:.1%}",
-                    "Precision with every class counting the same, so a rare class matters as much as a common one.")
-    with bottom[1]:
-        metric_card("Recall (macro)", f"{m['macro_recall']:.1%}",
-                    "Recall with every class counting the same: low when the model ignores some class.")
-    with bottom[2]:
-        metric_card("F1 (macro)", f"{m['macro_f1']:.1%}",
-                    "The balanced score with every class counting the same; the fairest single number on uneven data.")
-    with bottom[3]:
-        metric_card("Loss", f"{m.get('loss', float('nan')):.3f}",
-                    "Average surprise of the model at the true answer (cross-entropy): lower means surer and more right.")
+    top = [
+        ("Accuracy", m["accuracy"],
+         f"How often the model is right on {where} it never trained on ({m.get('n_images', len(view.preds))} images).",
+         f"Out of 100 new pictures, about {m['accuracy'] * 100:.0f} are named correctly."),
+        ("Precision (weighted)", m["precision"],
+         "When the model names a class, how often that answer is right, averaged over classes by their size.",
+         "When the model says 'this is a 3', how often it really is a 3."),
+        ("Recall (weighted)", m["recall"],
+         "Of the images of each class, how many the model finds, averaged over classes by their size.",
+         "Of all the pictures of a 3, how many the model finds."),
+        ("F1 (weighted)", m["f1"],
+         "One score that is high only when both precision and recall are high (weighted by class size).",
+         "One mark for both: high only when the model is right when it answers and misses little."),
+    ]
+    for col, (label, value, text, teacher_text) in zip(st.columns(4), top):
+        with col:
+            metric_card(label, f"{value:.1%}", teacher_text if plain else text)
+    bottom = [
+        ("Precision (macro)", f"{m['macro_precision']:.1%}",
+         "Precision with every class counting the same, so a rare class matters as much as a common one."),
+        ("Recall (macro)", f"{m['macro_recall']:.1%}",
+         "Recall with every class counting the same: low when the model ignores some class."),
+        ("F1 (macro)", f"{m['macro_f1']:.1%}",
+         "The balanced score with every class counting the same; the fairest single number on uneven data."),
+        ("Loss", f"{m.get('loss', float('nan')):.3f}",
+         "Average surprise of the model at the true answer (cross-entropy): lower means surer and more right."),
+    ]
+    with advanced("More numbers: macro scores and loss"):
+        for col, (label, value, text) in zip(st.columns(4), bottom):
+            with col:
+                metric_card(label, value, text)
 
 
 # ---------------------------------------------------------------- galleries
@@ -158,7 +184,8 @@ def caption_for(data: RunData, view: View, i: int) -> str:
     return f"{head} · {p.confidences[i]:.0%}"
 
 
-def gallery(data: RunData, view: View, images: SplitImages, rows: np.ndarray, key: str, gradcam: tuple[bool, float]) -> None:
+def gallery(data: RunData, view: View, images: SplitImages, rows: np.ndarray, key: str,
+            gradcam: tuple[bool, float]) -> None:
     """A grid of prediction rows with captions, optionally with Grad-CAM of the predicted class."""
     if images.error:
         st.warning(images.error)
@@ -194,20 +221,23 @@ def confusion_section(data: RunData, view: View, images: SplitImages, gradcam: t
         else:
             st.session_state["eval_cell"] = None
     cell = st.session_state.get("eval_cell")
-    fig = plots_eval.confusion_matrix_figure(cm, names, normalize=normalised, selected=cell, teacher_mode=teacher_mode())
+    fig = plots_eval.confusion_matrix_figure(cm, names, normalize=normalised, selected=cell,
+                                             teacher_mode=teacher_mode())
     st.plotly_chart(fig, key="eval_cm_chart", on_select=_on_cell_click, selection_mode="points", width="content",
                     config={"displayModeBar": False})
     explain(
         f"Rows are the true classes of the {view.where}, columns the model's answers; the diagonal holds the right "
         "answers. Hover a cell for its counts and rates, click it to see its images.",
-        "Each row is what the picture really shows, each column what the model said. Click a square to see those pictures.",
+        "Each row is what the picture really shows, each column what the model said. "
+        "Click a square to see those pictures.",
     )
     confused = most_confused(cm, names)
     if confused:
         explain("Most often confused: " + ", ".join(f"{t} → {p} ({c})" for t, p, c in confused[:5]) + ".")
     st.selectbox(
         "Images in the cell", options, key="eval_cell",
-        format_func=lambda c: "choose a cell (or click the matrix)" if c is None else plots_eval.cell_label(c, names, int(cm[c])),
+        format_func=lambda c: ("choose a cell (or click the matrix)" if c is None
+                               else plots_eval.cell_label(c, names, int(cm[c]))),
     )
     if cell is None:
         return
@@ -230,6 +260,7 @@ def mistakes_section(data: RunData, view: View, images: SplitImages, gradcam: tu
         return
     order = wrong[np.argsort(-p.losses[wrong], kind="stable")]
     most = min(120, int(order.size))
+    clamp_state("eval_mistakes_n", 1, most)
     count = st.slider("How many to show", 1, most, min(24, most), key="eval_mistakes_n") if most > 6 else most
     explain(
         f"{order.size} of {len(p)} {view.where} are wrong. Sorted by loss: the top ones are those the model was "
@@ -340,7 +371,8 @@ def predictions_section(data: RunData, view: View, images: SplitImages, gradcam:
         key = f"{data.run_id}:{view.split}"
         table.insert(0, "image", _thumbnails(key, tuple(int(r) for r in table["row"]), images))
     event = st.dataframe(
-        table, hide_index=True, key=f"eval_table_{view.split}_{view.epoch}", on_select="rerun", selection_mode="single-row",
+        table, hide_index=True, key=f"eval_table_{view.split}_{view.epoch}", on_select="rerun",
+        selection_mode="single-row",
         column_order=[c for c in ("image", "file", "true", "predicted", "confidence", "loss", "correct") if c in table],
         column_config={
             "image": st.column_config.ImageColumn("image", width="small"),
@@ -373,7 +405,7 @@ def prediction_detail(data: RunData, view: View, images: SplitImages, i: int, gr
             shown = for_display(img, 320)
             if on:
                 with user_errors():
-                    shown = gradcam_image(data.run_id, get_predictor(data.run_id), img, int(p.preds[i]), alpha)
+                    shown = gradcam_image(data.run_id, get_predictor(data.run_id), img, int(p.preds[i]), alpha, 320)
             st.image(shown, width="stretch")
     with right:
         order = np.argsort(-p.probs[i])[: min(5, len(names))]
@@ -474,6 +506,7 @@ def main() -> None:
             if tabs["Export"].open:
                 with advanced("Export the model"):
                     export_section(data)
+    repro_section(run_id)
 
 
 main()

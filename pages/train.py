@@ -40,11 +40,13 @@ from ui.common import (
     metric_card,
     set_current_run_id,
     set_data_source,
-    status_dot,
+    status_mark,
     teacher_mode,
     user_errors,
 )
 from ui.engine import get_manager, get_store, load_dataset_cached
+from ui.data_checks import pretraining_checks
+from ui.lab import experiments_section
 
 POLL_SECONDS = 1.0
 DEMO_GROUP = "overfit-demo"
@@ -131,33 +133,36 @@ def progress_text(snap: Any) -> str:
 def render_header(snap: Any) -> None:
     """The run's name, status dot and what it trains."""
     cfg = snap.config
-    st.markdown(f"#### {status_dot(snap.status)} {snap.name or snap.run_id}")
+    st.markdown(f"#### {status_mark(snap.status)} {snap.name or snap.run_id}")
     st.caption(
         f"Run `{snap.run_id}` · {STATUS_WORDS.get(snap.status, snap.status)} · model **{cfg.model.name}** on "
         f"**{cfg.data}** · {cfg.image_size}×{cfg.image_size} px · batch {cfg.batch_size} · learning rate {cfg.learning_rate:g}"
     )
 
 
-def render_progress(snap: Any) -> None:
-    """Progress bar and the four live numbers (epoch, speed, time left, time so far), each explained."""
+def render_progress(snap: Any, compact: bool = False) -> None:
+    """Progress bar and the live numbers (epoch, speed, time left, best validation accuracy), each explained."""
     st.progress(progress_fraction(snap), text=progress_text(snap))
     elapsed = ((snap.finished or time.time()) - snap.started) if snap.started else None
     best_val = max((v for v in snap.history.get("val_accuracy", []) if v == v), default=None)
-    cols = st.columns(4)
-    with cols[0]:
-        metric_card("Epoch", f"{snap.epoch} / {snap.epochs_total}",
-                    "Epochs completed: one epoch is one pass over every training image.")
-    with cols[1]:
-        speed = f"{snap.images_per_second:,.0f}" if snap.images_per_second else "—"
-        metric_card("Images per second", speed, "Training speed: how many images the model learns from each second.")
-    with cols[2]:
-        eta = format_duration(snap.eta_seconds) if snap.active else "—"
-        metric_card("Time left", eta, "Estimated time until the last epoch ends, at the current speed.")
-    with cols[3]:
-        value = f"{best_val:.1%}" if best_val is not None else "—"
-        metric_card("Best validation accuracy", value,
-                    "How often the model is right on images it never trained on, at its best epoch so far.")
-    if elapsed is not None:
+    speed = f"{snap.images_per_second:,.0f}" if snap.images_per_second else "—"
+    cards = [("Epoch", f"{snap.epoch} / {snap.epochs_total}",
+              "Epochs completed: one epoch is one pass over every training image.")]
+    if not compact:
+        cards.append(("Images per second", speed, "Training speed: how many images the model learns from each second."))
+        if snap.active:
+            cards.append(("Time left", format_duration(snap.eta_seconds),
+                          "Estimated time until the last epoch ends, at the current speed."))
+        else:
+            cards.append(("Time taken", format_duration(elapsed), "From the start of training to its end."))
+    cards.append(("Best validation accuracy", f"{best_val:.1%}" if best_val is not None else "—",
+                  "How often the model is right on images it never trained on, at its best epoch so far."))
+    for col, (label, value, meaning) in zip(st.columns(len(cards)), cards):
+        with col:
+            metric_card(label, value, meaning)
+    if compact and snap.active:
+        explain(f"{speed} images per second · about {format_duration(snap.eta_seconds)} left.")
+    elif snap.active and elapsed is not None:
         explain(f"Training time so far: {format_duration(elapsed)}.")
 
 
@@ -203,16 +208,13 @@ def render_outcome(snap: Any) -> None:
     result = snap.result or {}
     if snap.status != "finished" or "accuracy" not in result:
         return
-    cols = st.columns(3)
+    cols = st.columns(2)
     with cols[0]:
         metric_card("Test accuracy", f"{result['accuracy']:.1%}",
                     "How often the final model is right on the test images, kept aside until now.")
     with cols[1]:
         metric_card("Macro F1", f"{result.get('macro_f1', float('nan')):.3f}",
                     "Balance of precision and recall averaged over classes (1 is perfect); a weak class pulls it down.")
-    with cols[2]:
-        fit = (result.get("timing") or {}).get("fit_seconds")
-        metric_card("Training time", format_duration(fit), "Wall-clock time spent fitting the model.")
     if snap.message:
         st.caption(snap.message)
     evaluate_link(snap.run_id)
@@ -232,16 +234,19 @@ def evaluate_link(run_id: str) -> None:
 def render_run(snap: Any, teacher: bool, key: str, compact: bool = False) -> None:
     """Everything about one run: header, Stop, progress, curves, learning rate, outcome."""
     render_header(snap)
+    if snap.status == "finished":
+        render_outcome(snap)  # the result first; how it got there below
     if snap.active:
         if st.button("Stop", key=f"train_stop_{snap.run_id}", type="primary", icon=":material/stop_circle:",
                      disabled=snap.status == "stopping", help="Stops after the current batch; the best model so far is kept."):
             get_manager().stop(snap.run_id)
             st.toast("Stopping after the current batch…")
-    render_progress(snap)
+    render_progress(snap, compact)
     render_curves(snap, teacher, key)
     if not compact:
         render_learning_rate(snap, teacher, key)
-    render_outcome(snap)
+    if snap.status != "finished":
+        render_outcome(snap)
 
 
 def render_demo_lesson(snaps: Sequence[Any]) -> None:
@@ -254,8 +259,9 @@ def render_demo_lesson(snaps: Sequence[Any]) -> None:
             return
         finals.append((train_acc[-1], max(val_acc)))
     (t0, v0), (t1, v1) = finals[0], finals[1]
+    so_far = "So far - " if any(s.active for s in snaps) else ""
     st.info(
-        f"Left: training accuracy {t0:.0%}, best validation accuracy {v0:.0%} - the gap is memorisation. "
+        f"{so_far}Left: training accuracy {t0:.0%}, best validation accuracy {v0:.0%} - the gap is memorisation. "
         f"Right, with augmentation, dropout and early stopping: training {t1:.0%}, validation {v1:.0%}. "
         "Regularisation makes the training images harder to memorise, so the model has to learn what a digit looks like.",
         icon=":material/school:",
@@ -274,7 +280,8 @@ def watched_runs() -> list[str]:
         set_current_run_id(None)
         run_id = None
     if not run_id:
-        active = manager.active()
+        # Experiment groups (lab, grid search) have their own panel: attach to plain and demo runs only.
+        active = [s for s in manager.active() if not s.group or s.group.startswith(DEMO_GROUP)]
         if not active:
             return []
         run_id = active[-1].run_id
@@ -527,8 +534,8 @@ def model_summary(spec_json: str, image_size: int, channels: int, num_classes: i
     return layer_table(model), count_params(model)
 
 
-def model_section(spec: ModelSpec, image_size: int, channels: int, num_classes: int, teacher: bool) -> None:
-    """Total parameters and the layer table, recomputed as the user edits the architecture."""
+def model_size(spec: ModelSpec, image_size: int, channels: int, num_classes: int) -> None:
+    """Total and trainable parameters and the number of layers, recomputed as the user edits."""
     rows, counts = model_summary(spec.to_json(), image_size, channels, num_classes)
     cols = st.columns(3)
     with cols[0]:
@@ -537,6 +544,11 @@ def model_section(spec: ModelSpec, image_size: int, channels: int, num_classes: 
         metric_card("Trainable", f"{counts['trainable']:,}", "Parameters that training changes (a frozen backbone's do not).")
     with cols[2]:
         metric_card("Layers", f"{len(rows)}", "Layers from the input image to the class probabilities.")
+
+
+def model_details(spec: ModelSpec, image_size: int, channels: int, num_classes: int, teacher: bool) -> None:
+    """The layer table and the architecture drawing of the model the form describes."""
+    rows, _ = model_summary(spec.to_json(), image_size, channels, num_classes)
     with advanced("Layer table"):
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="train_layer_table")
         explain("Output shape: height × width × channels after each layer. Params: weights the layer learns.")
@@ -612,12 +624,14 @@ def new_run_section(teacher: bool) -> None:
                 + (" …" if len(dataset.class_names) > 12 else "") + f" · {len(dataset.splits['train'])} training images.")
         spec, kind = architecture_picker()
         settings = hyper_parameters(kind)
-        model_section(spec, settings["image_size"], dataset.channels, len(dataset.class_names), teacher)
-        config = TrainConfig(data=source, split=split, model=spec, **settings)
+        dims = (settings["image_size"], dataset.channels, len(dataset.class_names))
+        model_size(spec, *dims)
+        config = pretraining_checks(TrainConfig(data=source, split=split, model=spec, **settings))
         if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
             run_id = get_manager().start(config, name=config.name)
             set_current_run_id(run_id)
             st.rerun()
+        model_details(spec, *dims, teacher)
 
 
 def main() -> None:
@@ -632,6 +646,8 @@ def main() -> None:
         live_panel(watched)
     st.divider()
     new_run_section(teacher)
+    st.divider()
+    experiments_section()
 
 
 if __name__ == "__main__":

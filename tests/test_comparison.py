@@ -118,7 +118,8 @@ def test_warns_when_datasets_differ() -> None:
 
 
 def test_warns_when_split_hashes_differ_and_not_when_they_match() -> None:
-    assert comparability_warnings([rec("a", split_hash="x"), rec("b", model="transfer:mobilenet_v2", split_hash="x")]) == []
+    same = [rec("a", split_hash="x"), rec("b", model="transfer:mobilenet_v2", split_hash="x")]
+    assert comparability_warnings(same) == []
     assert "split" in comparability_warnings([rec("a", split_hash="x"), rec("b", split_hash="y")])[0]
     # No hash recorded: fall back to the split settings.
     assert "split" in comparability_warnings([rec("a"), rec("b", seed=3)])[0]

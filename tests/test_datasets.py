@@ -358,7 +358,8 @@ def test_rock_paper_scissors_offline_is_one_sentence(offline: None, home: Path) 
     with pytest.raises(UserError) as err:
         load_dataset("builtin:rock_paper_scissors", home=home)
     text = str(err.value)
-    assert "rps.zip" in text and str(home / "downloads") in text and datasets.RPS_BASE_URL in text
+    assert "rps.zip and rps-test-set.zip" in text and str(home / "downloads") in text
+    assert datasets.RPS_BASE_URL in text and "\n" not in text
 
 
 # ---------------------------------------------------------------- health report

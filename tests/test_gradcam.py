@@ -115,9 +115,12 @@ def trained(request: pytest.FixtureRequest) -> dict:
 
 
 def test_gradcam_peak_falls_on_the_marker(trained: dict) -> None:
-    """Acceptance: for >= 80 % of correctly classified test images, the peak of the heatmap (upsampled to 32x32
-    exactly as ``overlay`` draws it) lies inside the 6x6 marker box dilated by 2 px; the class-independent
-    distractor patch and the heatmap of a class that is absent from the image must not attract the peak."""
+    """Acceptance: for >= 80 % of correctly classified test images, the peak of the predicted-class heatmap
+    (upsampled to 32x32 exactly as ``overlay`` draws it) lies inside the 6x6 marker box dilated by 2 px.
+
+    And it is the marker's class that matters, not its contrast: at most 10 % of peaks fall on a (dilated)
+    distractor box, and the heatmap of a class absent from the image peaks on the marker for at most half of them.
+    """
     start = time.perf_counter()
     correct = trained["pred"] == trained["y"]
     assert correct.mean() >= 0.8, f"the CNN did not learn the markers (test accuracy {correct.mean():.2f})"

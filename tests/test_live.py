@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from core.images import resize_image
 from core.live import OTHER, SURE, UNSURE, FrameClassifier, LiveResult, ascii_text, layout
 
@@ -168,7 +169,7 @@ def tiny_predictor():
 
 def test_a_real_model_answers_like_the_predictor_and_grad_cam_colours_the_frame(tiny_predictor) -> None:
     rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
     live = FrameClassifier(tiny_predictor, gradcam=True, background=False, alpha=0.6)
     answer = live.classify(frame)
     expected = tiny_predictor.predict([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)])[0]
@@ -178,7 +179,8 @@ def test_a_real_model_answers_like_the_predictor_and_grad_cam_colours_the_frame(
     with_heat = live.draw(frame, answer)
     live.configure(gradcam=False)
     without = live.draw(frame, answer)
-    middle = (slice(40, 60), slice(40, 90))  # below the banner, right of the bars
+    lay = layout(240, 320, 3)
+    middle = (slice(lay.banner_height + 2, lay.bars[0][1] - 20), slice(None))  # between the banner and the bars
     assert np.abs(with_heat[middle].astype(int) - without[middle].astype(int)).mean() > 5
     assert np.array_equal(without[middle], frame[middle])
 
@@ -195,6 +197,8 @@ def test_a_model_grad_cam_cannot_explain_turns_the_overlay_off_with_a_note() -> 
     snap = live.snapshot()
     assert answer is not None and answer.heatmap is None and snap.error is None
     assert not live.settings.gradcam and any("Grad-CAM is off" in n for n in snap.notes)
+    live.configure(gradcam=True)  # the page passes its toggle again on every rerun
+    assert not live.settings.gradcam and len(live.snapshot().notes) == 1
     live.close()
 
 
@@ -210,6 +214,9 @@ def test_ice_servers_default_to_none_for_offline_use_and_can_be_configured(monke
     assert rtc_configuration() == {"iceServers": [{"urls": ["stun:stun.example.org:3478", "turn:turn.example.org"]}]}
     monkeypatch.setenv("CNNLAB_ICE_SERVERS", '[{"urls": "turn:t.example.org", "username": "u", "credential": "p"}]')
     assert rtc_configuration()["iceServers"][0]["username"] == "u"
+    monkeypatch.setenv("CNNLAB_ICE_SERVERS", '[{"urls": ')
+    with pytest.raises(UserError, match="CNNLAB_ICE_SERVERS"):
+        rtc_configuration()
 
 
 @pytest.mark.parametrize("url, secure", [
@@ -228,6 +235,63 @@ def test_camera_needs_https_or_this_computer(url, secure) -> None:
     assert secure_origin(url) is secure
 
 
+def test_each_camera_problem_gets_its_sentence_and_says_whether_snapshots_can_work() -> None:
+    from ui.webcam import DENIED, NO_CAMERA, NO_MEDIA, camera_problem
+
+    ok = {"secure": True, "media": True, "cameras": 1, "permission": "granted"}
+    assert camera_problem("http://localhost:8501/classify", ok) is None
+    assert camera_problem("https://lab.example.org/", None) is None  # the browser has not answered yet
+    sentence, snapshots = camera_problem("http://192.168.1.20:8600/classify", None)
+    assert "http://192.168.1.20:8600/classify" in sentence and "http://localhost:8600" in sentence
+    assert not snapshots  # no secure context: the browser offers no camera to a snapshot either
+    assert camera_problem("http://192.168.1.20:8600/", {**ok, "secure": False})[1] is False
+    assert camera_problem(None, {**ok, "media": False}) == (NO_MEDIA, False)
+    assert camera_problem(None, {**ok, "permission": "denied"}) == (DENIED, True)
+    assert camera_problem(None, {**ok, "cameras": 0, "permission": "prompt"}) == (NO_CAMERA, True)
+
+
+def _render(stats_code: str, threshold: float = 0.5, active: bool = True, waited: float | None = None):
+    """Run ``ui.webcam.render_live`` on a canned snapshot in an AppTest script."""
+    from streamlit.testing.v1 import AppTest
+
+    script = f"""
+import numpy as np
+from core.live import LiveResult, LiveStats
+from ui.webcam import render_live
+names = ("rock", "paper", "background")
+stats = {stats_code}
+render_live(stats, {threshold}, {active}, {waited})
+"""
+    at = AppTest.from_string(script, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_live_line_shows_the_answer_and_the_numbers_from_a_snapshot() -> None:
+    answer = "LiveResult(names, np.array([0.87, 0.1, 0.03]), 40, 35.0, 12.0)"
+    at = _render(f"LiveStats(frames_seen=40, frames_classified=30, frames_dropped=10, frames_per_second=29.5, "
+                 f"answers_per_second=21.0, latency_ms=35.0, inference_ms=12.0, result={answer})")
+    assert "Live answer:** rock · 87% sure" in at.markdown[0].value
+    caption = at.caption[0].value
+    assert "21.0 answers/s from 30 frames/s" in caption and "35 ms behind" in caption and "10 frames" in caption
+    unsure = _render(f"LiveStats(result={answer})", threshold=0.9)
+    assert "not sure (maybe rock)" in unsure.markdown[0].value and "% sure" not in unsure.markdown[0].value
+    none = _render("LiveStats(result=LiveResult(names, np.array([0.1, 0.1, 0.8]), 3, 1.0, 1.0))")
+    assert "none of these" in none.markdown[0].value
+
+
+def test_the_live_line_reports_failures_notes_and_a_connection_that_never_opens() -> None:
+    from ui.webcam import CONNECT_PATIENCE
+
+    at = _render("LiveStats(error='The live classifier stopped: boom', notes=('Grad-CAM is off: no conv.',))")
+    assert "boom" in at.error[0].value and "Grad-CAM is off" in at.info[0].value
+    waiting = _render("LiveStats()", waited=CONNECT_PATIENCE + 1)
+    assert "did not open" in waiting.warning[0].value and "Live answer:** —" in waiting.markdown[0].value
+    assert not _render("LiveStats()", waited=1.0).warning
+    idle = _render("LiveStats()", active=False)
+    assert "Start the webcam" in idle.caption[0].value
+
+
 def test_the_live_tab_renders_with_its_snapshot_fallback(monkeypatch) -> None:
     """AppTest cannot run the WebRTC component, but the tab must render: stream, live line and fallback."""
     import sys
@@ -237,6 +301,11 @@ def test_the_live_tab_renders_with_its_snapshot_fallback(monkeypatch) -> None:
     sys.path.insert(0, str(ROOT / "tests" / "app"))
     from eval_pages_runs import shared_home
 
+    from ui.webcam import load_webrtc
+
+    load_webrtc()
+    # AppTest's runtime is a mock without sessions; streamlit-webrtc only needs to know there is none.
+    monkeypatch.setattr("streamlit_webrtc.component.get_this_session_info", lambda: None)
     run_home, (run_id, _) = shared_home()
     monkeypatch.setenv("CNNLAB_HOME", str(run_home))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
@@ -249,3 +318,13 @@ def test_the_live_tab_renders_with_its_snapshot_fallback(monkeypatch) -> None:
     assert any(e.label == "The video does not start? Take a snapshot instead" for e in at.expander)
     assert at.camera_input(key="cls_live_snapshot") is not None
     assert "cls_live_engine" in at.session_state
+
+
+def test_rates_count_recent_events_and_a_burst_does_not_inflate_them() -> None:
+    from core.live import _rate
+
+    camera = [i / 30 for i in range(120)]  # 4 s at 30 frames/s
+    assert _rate(camera, now=camera[-1]) == pytest.approx(30, abs=1)
+    assert _rate([0.0, 0.005, 0.01], now=0.01) == pytest.approx(6.0)  # 3 frames at once: not 300/s
+    assert _rate(camera, now=camera[-1] + 10) == 0.0  # nothing in the last 2 s
+    assert _rate([], now=1.0) == 0.0

@@ -178,6 +178,7 @@ def test_empty_split_gives_no_batches() -> None:
     assert list(make_tf_dataset(empty, image_size=8, channels=3, batch_size=4, training=True)) == []
 
 
+@pytest.mark.slow
 def test_tiny_cnn_learns_default_shapes_quickly() -> None:
     """The offline demo set must be learnable by a small CNN in a few epochs (the overfitting demo's base)."""
     import keras

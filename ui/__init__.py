@@ -11,6 +11,13 @@ new ``PagesManager`` objects start with the mode off, and if this import happens
 that already started in legacy mode (the first request of a fresh server), that run is redone
 through ``app.py``. Every page and the frame import ``ui`` first. Verified on a fresh server in
 Chromium by tests/browser/test_smoke.py.
+
+It also stops Streamlit from calling ``keras.backend.clear_session()`` after every script run
+(``_clean_problem_modules``). That reset is meant for apps that build a model per rerun; here a
+training thread runs next to the script thread, and the Train page's once-a-second fragment made
+Streamlit clear TensorFlow's kernel cache and Keras' global state under it every second: measured,
+the overfitting demo went from 40 epochs in ~30 s to 1 epoch in 60 s with the page open. The
+engine clears its own sessions between runs (core/training.py).
 """
 
 from __future__ import annotations
@@ -42,4 +49,28 @@ def _leave_legacy_pages_mode() -> None:
             st.rerun()
 
 
+def _keep_keras_state_between_reruns() -> None:
+    """Replace Streamlit's after-run cleanup with one that leaves Keras alone (closes matplotlib only)."""
+    try:
+        from streamlit.runtime.scriptrunner import script_runner
+    except ImportError:
+        return
+    original = getattr(script_runner, "_clean_problem_modules", None)
+    if original is None or getattr(original, "_cnnlab", False):
+        return
+
+    def _clean_problem_modules() -> None:
+        import sys
+
+        if "matplotlib.pyplot" in sys.modules:
+            try:
+                sys.modules["matplotlib.pyplot"].close("all")
+            except Exception:  # noqa: BLE001 - as Streamlit does: never crash the app here
+                pass
+
+    _clean_problem_modules._cnnlab = True  # type: ignore[attr-defined]
+    script_runner._clean_problem_modules = _clean_problem_modules
+
+
+_keep_keras_state_between_reruns()
 _leave_legacy_pages_mode()

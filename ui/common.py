@@ -152,7 +152,7 @@ def run_picker(
     if not runs:
         st.selectbox(label, ["no runs yet - train one on the Train page"], disabled=True, key=f"{key}__empty")
         return None
-    labels = {r.run_id: f"{status_dot(r.status)} {run_label(r)}" for r in runs}
+    labels = {r.run_id: run_label(r) + ("" if r.status == "finished" else f" ({r.status})") for r in runs}
     url_run = current_run_id()
     if url_run in labels and st.session_state.get(key) != url_run and st.query_params.get("run") == url_run:
         st.session_state[key] = url_run

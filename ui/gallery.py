@@ -82,36 +82,55 @@ def _file_rows(source: str, split_json: str, split_name: str, files: tuple[str, 
     """Row of each prediction's image in the dataset split (cached per dataset, split and file list)."""
     from core.comparison import file_index
 
-    names = _split.files if getattr(_split, "files", None) is not None else [_split.describe(i) for i in range(len(_split))]
+    paths = getattr(_split, "files", None)
+    names = paths if paths is not None else [_split.describe(i) for i in range(len(_split))]
     return file_index(files, [str(n) for n in names])
 
 
 class SplitImages:
-    """The images behind a run's predictions on one split; ``image(i)`` is None when the data is gone."""
+    """The images behind a run's predictions on one split; ``image(i)`` is None when the data is gone.
+
+    The dataset is loaded on first use, so tabs that show no pictures never pay for it.
+    """
 
     def __init__(self, config: Any, split_name: str, files: Sequence[str]) -> None:
+        self._config, self._split_name, self._files = config, split_name, list(files)
+        self._loaded = False
+        self._error: str | None = None
+        self._split: Any = None
+        self._rows: list[int | None] = [None] * len(self._files)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
         from ui.engine import load_dataset_cached
 
-        self.error: str | None = None
-        self._split = None
-        self._rows: list[int | None] = [None] * len(files)
+        config, name = self._config, self._split_name
         try:
             dataset = load_dataset_cached(config.data, config.split)
-            self._split = dataset.splits[split_name]
-            self._rows = _file_rows(config.data, config.split.to_json(), split_name, tuple(files), self._split)
+            self._split = dataset.splits[name]
+            self._rows = _file_rows(config.data, config.split.to_json(), name, tuple(self._files), self._split)
         except UserError as err:
-            self.error = f"The images cannot be shown: {err}"
+            self._error = f"The images cannot be shown: {err}"
         except KeyError:
-            self.error = f"The dataset has no '{split_name}' split any more, so the images cannot be shown."
-        if self.error is None and self._rows and all(r is None for r in self._rows):
-            self.error = "The dataset's images no longer match this run's saved predictions, so they cannot be shown."
+            self._error = f"The dataset has no '{name}' split any more, so the images cannot be shown."
+        if self._error is None and self._rows and all(r is None for r in self._rows):
+            self._error = "The dataset's images no longer match this run's saved predictions, so they cannot be shown."
+
+    @property
+    def error(self) -> str | None:
+        self._load()
+        return self._error
 
     @property
     def available(self) -> bool:
-        return self._split is not None and self.error is None
+        self._load()
+        return self._split is not None and self._error is None
 
     def image(self, i: int) -> np.ndarray | None:
         """The decoded image of prediction row ``i`` (None when unavailable)."""
+        self._load()
         row = self._rows[i] if 0 <= i < len(self._rows) else None
         if row is None or self._split is None:
             return None
@@ -150,7 +169,8 @@ def gradcam_controls(key: str, default_on: bool = False) -> tuple[bool, float]:
     return on, float(alpha)
 
 
-def gradcam_image(model_key: str, predictor: Any, image: np.ndarray, class_index: int | None, alpha: float) -> np.ndarray:
+def gradcam_image(model_key: str, predictor: Any, image: np.ndarray, class_index: int | None, alpha: float,
+                  side: int = DISPLAY_SIDE) -> np.ndarray:
     """The image with the Grad-CAM map of ``class_index`` (predicted class if None) blended on top.
 
     Raises ``UserError`` when the model cannot be explained (no convolutional layer).
@@ -159,7 +179,7 @@ def gradcam_image(model_key: str, predictor: Any, image: np.ndarray, class_index
 
     engine = _gradcam(model_key, predictor)
     heat = engine.heatmap(predictor.preprocess(image), class_index)
-    return overlay(for_display(image), heat, alpha)
+    return overlay(for_display(image, side), heat, alpha)
 
 
 def gradcam_tiles(

@@ -5,7 +5,9 @@ frame callback draws the latest answer in (``core.live.FrameClassifier``, which 
 in its own thread and drops the rest) and the frames go back to the page. No public STUN server is used, so
 it works offline on this computer and across a local network; ``CNNLAB_ICE_SERVERS`` adds STUN/TURN servers
 for a remote deployment. When the camera cannot work (no secure context, no camera, permission denied,
-no connection), the page says why in a sentence and offers ``st.camera_input`` snapshots instead.
+no connection, no WebRTC package), the page says why in a sentence and offers ``st.camera_input`` snapshots
+instead wherever a snapshot can work (without a secure context the browser gives no page a camera at all,
+so there the sentence points to https, localhost or the 'Upload photos' tab).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +23,7 @@ from urllib.parse import urlsplit
 import streamlit as st
 
 from core import plots_eval
+from core.errors import UserError
 from core.live import FrameClassifier, LiveStats, video_frame_callback
 from ui.common import explain, teacher_mode, user_errors
 
@@ -32,16 +36,20 @@ ANSWER_KEY = "cls_live_answer"  # the container holding the live answer as text 
 CONNECT_PATIENCE = 20.0  # seconds without a single frame before the page says the connection failed
 POLL_SECONDS = 0.5
 FALLBACK_LABEL = "The video does not start? Take a snapshot instead"
+SNAPSHOT_LABEL = "Take a snapshot instead"
 CONSTRAINTS = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 30, "max": 30}},
                "audio": False}
 
 INSECURE = ("Browsers only give a web page the camera over https:// or on this computer (localhost), and this "
-            "page was opened as {url}. Open CNN Lab as http://localhost:8501 on the computer that runs it, serve it "
-            "over https, or use the 'Upload photos' tab.")
+            "page was opened as {url}. Open CNN Lab as {local} on the computer that runs it, serve it over https, "
+            "or use the 'Upload photos' tab.")
 NO_MEDIA = "This browser does not offer a camera to web pages; use the 'Upload photos' tab instead."
-NO_CAMERA = "No camera was found on this computer: plug one in (then reload the page) or use the 'Upload photos' tab."
+NO_CAMERA = ("No camera was found on this computer: plug one in and reload the page, or use the 'Upload photos' "
+             "tab.")
 DENIED = ("The browser blocked the camera for this site: allow it (the camera icon in the address bar or the site "
           "settings), then reload the page.")
+NO_WEBRTC = ("Live video is not available on this CNN Lab server ({reason}): install it with `pip install "
+             "streamlit-webrtc`. Snapshots below work without it.")
 NO_CONNECTION = ("The video connection did not open within {seconds:.0f} s. Over a network, a firewall or VPN can "
                  "block it: open CNN Lab on the computer that runs it, or ask the person running it to set "
                  "CNNLAB_ICE_SERVERS to a STUN/TURN server. Snapshots below still work.")
@@ -71,7 +79,10 @@ export default function(component) {
   };
   report();
   if (media && media.addEventListener) media.addEventListener("devicechange", report);
-  return () => { done = true; if (media && media.removeEventListener) media.removeEventListener("devicechange", report); };
+  return () => {
+    done = true;
+    if (media && media.removeEventListener) media.removeEventListener("devicechange", report);
+  };
 }
 """
 _probe_component = st.components.v2.component("cnnlab_camera_probe", js=_PROBE_JS)
@@ -90,7 +101,10 @@ def rtc_configuration() -> dict[str, Any]:
     if not text:
         return {"iceServers": []}
     if text.startswith("["):
-        servers = json.loads(text)
+        try:
+            servers = json.loads(text)
+        except ValueError as err:
+            raise UserError(f"CNNLAB_ICE_SERVERS is not a valid JSON list of ICE servers ({err}).") from None
         return {"iceServers": [s for s in servers if isinstance(s, dict) and s.get("urls")]}
     return {"iceServers": [{"urls": [u.strip() for u in text.split(",") if u.strip()]}]}
 
@@ -111,17 +125,23 @@ def secure_origin(url: str | None) -> bool | None:
         return False
 
 
-def camera_problem(url: str | None, probe: dict[str, Any] | None) -> str | None:
-    """The sentence saying why the live camera cannot work here, or None when nothing is known to stop it."""
+def camera_problem(url: str | None, probe: dict[str, Any] | None) -> tuple[str, bool] | None:
+    """Why the camera cannot work here and whether a snapshot still can; None when nothing is known to stop it.
+
+    Without a secure context the browser offers no camera at all, so snapshots cannot work either; a
+    missing camera or a blocked permission can be fixed (the snapshot widget then asks again).
+    """
     probe = probe or {}
     if probe.get("secure") is False or (not probe and secure_origin(url) is False):
-        return INSECURE.format(url=url or "a plain http:// address")
+        port = urlsplit(url).port if url else None
+        local = f"http://localhost:{port}" if port else "http://localhost"
+        return INSECURE.format(url=url or "a plain http:// address", local=local), False
     if probe.get("media") is False:
-        return NO_MEDIA
+        return NO_MEDIA, False
     if probe.get("permission") == "denied":
-        return DENIED
+        return DENIED, True
     if probe.get("cameras") == 0:
-        return NO_CAMERA
+        return NO_CAMERA, True
     return None
 
 
@@ -133,6 +153,25 @@ def _probe() -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------- the stream
+
+
+def load_webrtc() -> Any:
+    """The ``streamlit_webrtc`` module, imported so that it survives TensorFlow having been loaded first.
+
+    TensorFlow's framework library exports BoringSSL's ``EVP_*`` functions, which then shadow the OpenSSL that
+    ``pylibsrtp`` (aiortc's SRTP) links in statically: importing it after TensorFlow crashes the process
+    (segmentation fault in ``srtp_init``). ``RTLD_DEEPBIND`` makes that one library use its own symbols.
+    """
+    if "pylibsrtp" not in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
+        flags = sys.getdlopenflags()
+        sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+        try:
+            import pylibsrtp  # noqa: F401
+        finally:
+            sys.setdlopenflags(flags)
+    import streamlit_webrtc
+
+    return streamlit_webrtc
 
 
 def _classifier(model_key: str, predictor: Any) -> FrameClassifier:
@@ -150,28 +189,38 @@ def _classifier(model_key: str, predictor: Any) -> FrameClassifier:
 def live_webcam(predictor: Any, model_key: str, threshold: float, top_k: int, gradcam: tuple[bool, float]) -> None:
     """The live-webcam tab: the stream with answers drawn in, the answer as text, and the snapshot fallback."""
     problem = camera_problem(st.context.url, _probe())
-    if problem:
-        st.warning(problem)
-    else:
-        classifier = _classifier(model_key, predictor)
-        on, alpha = gradcam
-        classifier.configure(top_k=top_k, threshold=threshold, gradcam=on, alpha=alpha if on else 0.45)
-        stream(classifier)
+    if problem is not None:
+        sentence, snapshots_work = problem
+        st.warning(sentence)
+        if snapshots_work:
+            with st.expander(SNAPSHOT_LABEL, expanded=True):
+                snapshot_fallback(predictor, model_key, threshold, top_k)
+        return
+    try:
+        webrtc = load_webrtc()
+    except (ImportError, OSError) as err:  # a broken or partial install: aiortc, av or their native libraries
+        st.warning(NO_WEBRTC.format(reason=f"{type(err).__name__}: {err}"))
+        with st.expander(SNAPSHOT_LABEL, expanded=True):
+            snapshot_fallback(predictor, model_key, threshold, top_k)
+        return
+    classifier = _classifier(model_key, predictor)
+    on, alpha = gradcam
+    classifier.configure(top_k=top_k, threshold=threshold, gradcam=on, alpha=alpha if on else 0.45)
+    with user_errors():
+        stream(webrtc, classifier)
         live_panel()
-    with st.expander(FALLBACK_LABEL, expanded=bool(problem)):
+    with st.expander(FALLBACK_LABEL, expanded=False):
         snapshot_fallback(predictor, model_key, threshold, top_k)
 
 
-def stream(classifier: FrameClassifier) -> None:
+def stream(webrtc: Any, classifier: FrameClassifier) -> None:
     """The WebRTC component: camera frames in, frames with the answer drawn in back."""
-    from streamlit_webrtc import WebRtcMode, webrtc_streamer
-
     explain("Press Start and allow the camera: the answer is drawn into the video and updates as fast as the model "
             "runs. Nothing is recorded; frames go to this CNN Lab server only.",
             "Press Start, allow the camera, and show something to the model.")
-    webrtc_streamer(
+    webrtc.webrtc_streamer(
         key=STREAM_KEY,
-        mode=WebRtcMode.SENDRECV,
+        mode=webrtc.WebRtcMode.SENDRECV,
         rtc_configuration=rtc_configuration(),
         media_stream_constraints=CONSTRAINTS,
         video_frame_callback=video_frame_callback(classifier),

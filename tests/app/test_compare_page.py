@@ -56,6 +56,10 @@ def test_two_runs_side_by_side(runs) -> None:
     if found:
         assert any(f"disagree on {len(found)}" in c.value for c in at.caption)
         assert sum(type(n).__name__ == "Image" for n in at.main) == min(len(found), 36)
+        # With Grad-CAM: each image, then each run's heat map for its own answer.
+        at.toggle(key="cmp_gradcam").set_value(True).run()
+        assert not at.exception and not at.error
+        assert sum(type(n).__name__ == "Image" for n in at.main) == 3 * min(len(found), 36)
     else:
         assert any("same answer" in s.value for s in at.success)
 

@@ -1,4 +1,4 @@
-"""The Evaluate page on a real tiny engine: metrics, confusion cell -> images, mistakes, rewind, every prediction, errors."""
+"""The Evaluate page on a real tiny engine: metrics, confusion cell -> images, mistakes, rewind, the table, errors."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def test_finished_run_shows_its_metrics_with_captions(runs) -> None:
     assert metric(at, "Accuracy") == f"{result['accuracy']:.1%}"
     assert metric(at, "F1 (macro)") == f"{result['macro_f1']:.1%}"
     labels = {m.label for m in at.metric}
-    assert {"Precision (weighted)", "Recall (weighted)", "F1 (weighted)", "Precision (macro)", "Recall (macro)"} <= labels
+    assert {"Precision (weighted)", "Recall (weighted)", "F1 (weighted)", "Precision (macro)",
+            "Recall (macro)"} <= labels
     captions = [c.value for c in at.caption]
     assert any("never trained on" in c for c in captions)
     assert [t.label for t in at.tabs][:5] == ["Confusion matrix", "Mistakes", "Per class", "Training curves",
@@ -115,7 +116,7 @@ def test_mistakes_gallery_sorted_by_loss_with_gradcam(runs) -> None:
 
 
 def test_rewind_redraws_metrics_at_the_chosen_epoch(runs) -> None:
-    home, (_, run_b) = runs
+    home, (run_a, run_b) = runs
     from core.store import RunStore
 
     store = RunStore(home)
@@ -130,6 +131,12 @@ def test_rewind_redraws_metrics_at_the_chosen_epoch(runs) -> None:
         expected = classification_metrics(epochs.labels, epochs.at(epoch).probs, names)
         assert metric(at, "Accuracy") == f"{expected['accuracy']:.1%}"
         assert any(f"after epoch {epoch} of {epochs.epochs}" in c.value for c in at.caption)
+    # Another run with fewer epochs: the slider's remembered epoch is brought into its range.
+    shorter = load_epoch_predictions(store, run_a).epochs
+    assert shorter < epochs.epochs
+    at.selectbox(key="eval_run").set_value(run_a).run()
+    assert not at.exception
+    assert at.slider(key="eval_epoch").value == shorter
 
 
 def test_every_prediction_table_filters_and_downloads(runs) -> None:
@@ -180,6 +187,19 @@ def test_user_errors_are_one_sentence(runs, home: Path, monkeypatch: pytest.Monk
         at = open_evaluate(run_id)
         assert [e.value for e in at.error] and words in at.error[0].value
         assert not at.metric
+
+
+def test_dataset_gone_keeps_the_numbers_and_says_why_no_pictures(runs, home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval_pages_runs import BASE, copy_run
+
+    src, (run_a, _) = runs
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    moved = copy_run(src, run_a, home, BASE.replace(data=str(home / "deleted-folder"), name="data moved"), {})
+    at = open_evaluate(moved, tab="Mistakes")
+    assert not at.error and metric(at, "Accuracy")
+    assert images_shown(at) == 0
+    assert len(at.warning) == 1 and at.warning[0].value.startswith("The images cannot be shown:")
 
 
 def test_no_runs_yet_points_to_train(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

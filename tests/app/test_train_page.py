@@ -173,3 +173,19 @@ def test_render_of_finished_and_failed_snapshots(app_home: Path) -> None:
     failed = canned("failed")
     assert not failed.exception
     assert [e.value for e in failed.error] == ["The loss became NaN in epoch 6."]
+
+
+def test_demo_pair_is_shown_side_by_side(app_home: Path) -> None:
+    from tests.app.conftest import record_run
+
+    plain = record_run(app_home, "finished", name="demo plain", group="overfit-demo-1")
+    regularised = record_run(app_home, "finished", name="demo regularised", group="overfit-demo-1")
+    record_run(app_home, "finished", name="unrelated run")
+    at = make_app(page=TRAIN, query={**FAST, "run": regularised})
+    at.run()
+    assert not at.exception
+    shown = texts(at)
+    assert "The overfitting lesson, side by side" in shown
+    assert shown.index("demo plain") < shown.index("demo regularised")  # plain on the left
+    assert "unrelated run" not in "\n".join(m.value for m in at.main.markdown)
+    assert plain != regularised

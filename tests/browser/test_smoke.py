@@ -155,8 +155,12 @@ def sidebar_links(page: Any) -> list[str]:
     return [t.strip().splitlines()[-1].strip() for t in texts]
 
 
-def shot(page: Any, name: str) -> Path:
+def shot(page: Any, name: str, height: int | None = None) -> Path:
+    """Save a screenshot; ``height`` enlarges the window first (Streamlit scrolls inside its main area)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    if height:
+        page.set_viewport_size({"width": 1400, "height": height})
+        page.wait_for_timeout(1500)  # charts re-layout at the new size
     path = SHOTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
@@ -202,11 +206,13 @@ def test_data_page(server: Server, browser: Any) -> None:
     page.get_by_role("heading", name="Health report").wait_for()
     page.get_by_role("heading", name="Sizes, channels, brightness").wait_for()
     wait_idle(page)
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(2).wait_for()
     assert_no_exception(page)
     main = text_of(page)
     assert "Different labels the model will learn" in main and "1,797" in main
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
-    shot(page, "data.png")
+    assert page.locator('[data-testid="stImage"] img').count() >= 10  # sample images of every digit
+    shot(page, "data.png", height=3000)
     page.close()
 
 
@@ -228,7 +234,8 @@ def demo_run(server: Server, browser: Any) -> dict[str, Any]:
         if "model overfits" in text_of(page) and seen[-1]["epochs"] >= 15:
             break
         waiter.wait(1.0)
-    shot(page, "train.png")
+    shot(page, "train.png", height=2300)
+    page.set_viewport_size({"width": 1400, "height": 1000})
     # While it trains: how long a click takes to show its result (a page switch, then a widget).
     t0 = time.monotonic()
     nav_link(page, 0).click()
@@ -239,7 +246,7 @@ def demo_run(server: Server, browser: Any) -> dict[str, Any]:
     page.get_by_text("Test accuracy").first.wait_for(timeout=SLOW)  # the run finished: its metrics show
     wait_idle(page)
     assert_no_exception(page)
-    shot(page, "train_finished.png")
+    shot(page, "train_finished.png", height=2300)
     page.close()
     result = {"run_id": run_id, "seen": seen, "page_switch_seconds": switch_seconds}
     server.state["demo_run"] = result
@@ -261,11 +268,126 @@ def test_train_page_reattaches_in_a_new_tab_and_teacher_mode(server: Server, bro
                                                              demo_run: dict[str, Any]) -> None:
     page = open_page(browser, server, f"/train?run={demo_run['run_id']}&teacher=1")
     page.get_by_text("Test accuracy").first.wait_for()
-    page.get_by_text("The overfitting lesson", exact=False).count()  # single run: no side-by-side yet
     assert "Overfitting demo: few images, big head" in text_of(page)
-    assert page.locator('[data-testid="stSidebar"] input[type="checkbox"][role="switch"], '
-                        '[data-testid="stSidebar"] [data-testid="stCheckbox"] input').first.is_checked()
+    wait_idle(page)
+    # Teacher mode from the URL: the projector CSS is on (bigger root font) and stays in the URL.
+    assert page.evaluate("() => getComputedStyle(document.documentElement).fontSize") == "20px"
+    assert "teacher=1" in page.url
+    assert_no_exception(page)
+    shot(page, "train_teacher.png", height=2600)
+    page.close()
+
+
+# ---------------------------------------------------------------- Evaluate, Compare, Classify
+
+def tall_shot(page: Any, name: str, height: int) -> Path:
+    """A screenshot of a long page: a taller window so the whole page shows, scrolled to the top."""
+    page.set_viewport_size({"width": 1400, "height": height})
+    page.evaluate("() => document.querySelectorAll('section, [data-testid=\"stMain\"]').forEach(e => e.scrollTo(0, 0))")
+    page.wait_for_timeout(1500)  # re-layout at the new size (plots redraw)
+    return shot(page, name)
+
+
+CELL_CENTRE_JS = """(gd) => {
+  // The clickable cell centres carry customdata [true, predicted, count, ...] (core/plots_eval.py).
+  const L = gd._fullLayout, cells = (gd.data || []).find(t => t.type === 'scatter' && t.customdata);
+  if (!L || !L.xaxis || !cells) return null;
+  let best = null;  // the biggest mistake, else the biggest right answer
+  for (const [t, p, count] of cells.customdata) {
+    const score = count > 0 ? (t !== p ? 1e6 : 0) + count : -1;
+    if (score > 0 && (!best || score > best.score)) best = {t, p, count, score};
+  }
+  if (!best) return null;
+  const r = gd.getBoundingClientRect();
+  return {t: best.t, p: best.p, count: best.count,
+          x: r.left + L.xaxis._offset + L.xaxis.l2p(best.p), y: r.top + L.yaxis._offset + L.yaxis.l2p(best.t)};
+}"""
+
+
+def test_evaluate_page_click_a_confusion_cell(server: Server, browser: Any, demo_run: dict[str, Any]) -> None:
+    page = open_page(browser, server, f"/evaluate?run={demo_run['run_id']}")
+    page.get_by_text("Accuracy").first.wait_for()
+    plot = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    plot.locator(".nsewdrag").first.wait_for()
+    wait_idle(page)
+    plot.scroll_into_view_if_needed()  # the matrix sits below the fold of a 1000 px window
+    cell = None
+    waiter = threading.Event()
+    for _ in range(40):  # the figure may still be laying out
+        cell = plot.evaluate(CELL_CENTRE_JS)
+        if cell:
+            break
+        waiter.wait(0.25)
+    assert cell, "no non-empty cell in the confusion matrix"
+    page.mouse.move(cell["x"], cell["y"])
+    page.mouse.click(cell["x"], cell["y"])
+    page.get_by_text("the most surprising for the model first").wait_for()
     wait_idle(page)
     assert_no_exception(page)
-    shot(page, "train_teacher.png")
+    noun = "image" if cell["count"] == 1 else "images"
+    assert f"{cell['count']} {noun}, the most surprising" in text_of(page)
+    shown = min(int(cell["count"]), 60)
+    page.wait_for_function(  # every image of the cell appears (the gallery renders after its caption)
+        "n => document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stImage\"]').length === n", arg=shown)
+    tall_shot(page, "evaluate.png", 2300)
+    page.close()
+
+
+def test_compare_page_two_runs(server: Server, browser: Any, demo_run: dict[str, Any]) -> None:
+    from core.config import ModelSpec
+    from core.store import RunStore
+    from core.training import train_to_completion
+
+    store = RunStore(server.home)
+    demo = store.get(demo_run["run_id"])
+    # A second, different model on the same data and split, so the comparison is fair (no warning).
+    other = demo.config.replace(model=ModelSpec(name="tiny"), epochs=3, image_size=16, name="tiny CNN, 3 epochs",
+                                group="")
+    assert train_to_completion(other, store)["status"] == "finished"
+    page = open_page(browser, server, "/compare")
+    page.get_by_role("heading", name="Where they disagree").wait_for()
+    page.get_by_text("Latency: median of").wait_for()  # speeds measured, table redrawn
+    wait_idle(page)
+    assert_no_exception(page)
+    main = text_of(page)
+    assert "different datasets" not in main and "split the dataset differently" not in main
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 5  # bars, 2 curves, 2 matrices
+    tall_shot(page, "compare.png", 2600)
+    page.close()
+
+
+def test_classify_page_upload_a_photo(server: Server, browser: Any, demo_run: dict[str, Any],
+                                      tmp_path: Path) -> None:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    photo = tmp_path / "my-seven.png"
+    digit = (load_digits().images[7] / 16 * 255).astype("uint8")
+    Image.fromarray(digit).resize((256, 256), Image.NEAREST).save(photo)
+    page = open_page(browser, server, f"/classify?run={demo_run['run_id']}")
+    page.get_by_text("Say 'not sure' below this confidence").wait_for()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(photo))
+    page.get_by_text("what the model saw").wait_for()
+    wait_idle(page)
+    assert_no_exception(page)
+    verdict = page.locator('[data-testid="stAlert"]').first.inner_text()
+    assert "sure" in verdict.lower(), verdict  # "NN% sure" or "Not sure ..."
+    tall_shot(page, "classify.png", 1300)
+    page.close()
+
+
+# Keep this test last in the file: it leaves a stopped run in the shared server's home.
+def test_overfitting_lesson_side_by_side_and_stop(server: Server, browser: Any, demo_run: dict[str, Any]) -> None:
+    """Button 2 re-runs the demo regularised next to the first one; Stop stops it."""
+    page = open_page(browser, server, f"/train?run={demo_run['run_id']}")
+    page.get_by_role("button", name="2 · Re-run with augmentation + dropout + early stopping").click()
+    page.get_by_role("heading", name="The overfitting lesson, side by side").wait_for()
+    page.get_by_text("Regularisation makes the training images harder to memorise").wait_for()  # both have curves
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2
+    assert_no_exception(page)
+    shot(page, "train_lesson.png", height=2100)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.get_by_text("stopped by you").first.wait_for()
+    wait_idle(page)
+    assert_no_exception(page)
     page.close()

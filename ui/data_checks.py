@@ -1,0 +1,152 @@
+"""Data checks: pixel statistics on the Data page, and warnings with one-click fixes before Start on Train."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+import streamlit as st
+
+from core import plots_lab
+from core.checks import DataCheck, brightness_shortcut, class_pixel_stats, pre_training_checks
+from core.config import SplitConfig, TrainConfig
+from core.experiments import apply_changes
+from ui.common import explain, teacher_mode, user_errors
+from ui.engine import home_dir, load_dataset_cached
+
+CHART_CONFIG = {"displaylogo": False}
+FIXES_STATE = "train_fixes"
+
+
+@st.cache_data(show_spinner="Checking the data…", max_entries=8)
+def health_for(home: str, source: str, split_json: str) -> dict[str, Any]:
+    """The health report as plain data, once per source and split."""
+    from core.datasets import health_report
+
+    return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def class_stats_for(home: str, source: str, split_json: str) -> dict[str, Any]:
+    """Per-class channel means and spreads over a sample of training images."""
+    return class_pixel_stats(load_dataset_cached(source, SplitConfig.from_json(split_json)))
+
+
+# ---------------------------------------------------------------- the Data page
+
+
+def channel_table(stats: Mapping[str, Any]) -> pd.DataFrame:
+    """Per channel: mean, standard deviation, and the share of nearly black / nearly white pixels."""
+    hist = (stats.get("histogram") or {}).get("counts") or []
+    rows = []
+    for i, name in enumerate(stats.get("channel_names") or []):
+        counts = hist[i] if i < len(hist) else []
+        total = sum(counts) or 1
+        rows.append({"channel": name, "mean": round(stats["mean"][i], 1), "std": round(stats["std"][i], 1),
+                     "nearly black (< 8)": f"{counts[0] / total:.1%}" if counts else "—",
+                     "nearly white (≥ 248)": f"{counts[-1] / total:.1%}" if counts else "—"})
+    return pd.DataFrame(rows)
+
+
+def render_checks_list(checks: list[DataCheck], where: str) -> None:
+    """Each check as a warning (or note) with the fix it offers; a green line when there is nothing to fix."""
+    if not checks:
+        st.success("Ready to train: balanced enough, no leakage between splits, enough images in every class, "
+                   "sizes that suit the model.", icon=":material/check_circle:")
+        return
+    for c in checks:
+        (st.warning if c.severity == "warning" else st.info)(c.sentence)
+        if c.fixable:
+            explain(f"Fix ({where}): **{c.fix_label}** - {c.fix_sentence}")
+        elif c.fix_sentence:
+            explain(c.fix_sentence)
+
+
+def render_data_checks(source: str, split: SplitConfig, report: Mapping[str, Any]) -> None:
+    """The Data page's block: checks before training (default settings) and pixel statistics per channel and class."""
+    teacher = teacher_mode()
+    st.header("Checks before training")
+    with user_errors():
+        checks = pre_training_checks(report, TrainConfig(data=source, split=split))
+        render_checks_list(checks, "offered on the Train page before you start")
+        explain("Checked against the default settings (32-pixel input, no class weights); the Train page checks your "
+                "own settings again before you press Start.")
+    stats = report.get("pixel_stats") or {}
+    if not stats.get("mean"):
+        return
+    st.subheader("Pixel statistics per channel")
+    cols = st.columns([2, 3])
+    with cols[0]:
+        st.dataframe(channel_table(stats), hide_index=True, width="stretch", key="data_channel_table")
+        explain(f"Over a sample of {stats.get('sample', 0)} images, 0 = black, 255 = white. Many nearly black or white "
+                "pixels mean clipped, over- or under-exposed pictures.")
+    with cols[1]:
+        st.plotly_chart(plots_lab.channel_stats_figure(stats, teacher_mode=teacher), key="data_channel_hist",
+                        config=CHART_CONFIG)
+        explain("One histogram per channel; the dashed line is the mean and the grey band one standard deviation "
+                "either side.")
+    with user_errors():
+        per_class = class_stats_for(str(home_dir()), source, split.to_json())
+        if len(per_class.get("classes") or {}) >= 2:
+            st.plotly_chart(plots_lab.class_brightness_figure(per_class, teacher_mode=teacher),
+                            key="data_class_brightness", config=CHART_CONFIG)
+            shortcut = brightness_shortcut(per_class)
+            if shortcut:
+                st.warning(shortcut)
+            else:
+                explain("No class stands out by brightness alone, so the model has to look at content, not exposure.")
+
+
+# ---------------------------------------------------------------- the Train page, before Start
+
+
+def _applied(source: str) -> dict[str, dict[str, Any]]:
+    fixes = st.session_state.setdefault(FIXES_STATE, {})
+    return fixes.setdefault(source, {})
+
+
+def _apply_fix(source: str, kind: str, fix: dict[str, Any]) -> None:
+    _applied(source)[kind] = dict(fix)
+
+
+def _undo_fix(source: str, kind: str) -> None:
+    _applied(source).pop(kind, None)
+
+
+def pretraining_checks(config: TrainConfig) -> TrainConfig:
+    """Warn before Start and offer each fix; returns ``config`` with the fixes the user applied (per dataset)."""
+    applied = _applied(config.data)
+    fixed = config
+    for fix in applied.values():
+        try:
+            fixed = apply_changes(fixed, fix)
+        except Exception:  # noqa: BLE001 - a fix that no longer fits this config (e.g. other model) is dropped
+            continue
+    try:
+        report = health_for(str(home_dir()), fixed.data, fixed.split.to_json())
+    except Exception:  # noqa: BLE001 - the form above already showed why the data cannot load
+        return fixed
+    checks = pre_training_checks(report, fixed)
+    if not checks and not applied:
+        return fixed
+    with st.container(border=True):
+        st.markdown("**Before you start**")
+        for c in checks:
+            (st.warning if c.severity == "warning" else st.info)(c.sentence)
+            if c.fixable:
+                st.button(c.fix_label, key=f"train_fix_{c.kind}", icon=":material/build:", help=c.fix_sentence,
+                          on_click=_apply_fix, args=(config.data, c.kind, c.fix))
+        for kind, fix in list(applied.items()):
+            cols = st.columns([4, 1], vertical_alignment="center")
+            cols[0].success(f"Fix applied: {_describe(fix)}", icon=":material/check:")
+            cols[1].button("Undo", key=f"train_unfix_{kind}", on_click=_undo_fix, args=(config.data, kind))
+        if not checks:
+            explain("Nothing else to fix: the run starts with the fixes above.")
+    return fixed
+
+
+def _describe(fix: Mapping[str, Any]) -> str:
+    words = {"class_weights": "class weights on", "split.drop_duplicates": "duplicates dropped from validation and test",
+             "augment": "augmentation on (small turns, zooms and shifts)", "image_size": "image size {v} px",
+             "split.val_fraction": "validation {v:.0%}", "split.test_fraction": "test {v:.0%}"}
+    return ", ".join(words.get(k, f"{k} = {{v}}").format(v=v) for k, v in fix.items())
