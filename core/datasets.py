@@ -12,6 +12,7 @@ import stat
 import sys
 import threading
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -678,6 +679,9 @@ def extract_zip(zip_path: Path | str, home: Path | str | None = None) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as err:
         raise UserError(f"'{zip_path.name}' is not a readable zip file ({err}).") from None
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError) as err:  # damaged/encrypted/unknown-method entry
+        raise UserError(f"'{zip_path.name}' is damaged or uses an unsupported compression or password "
+                        f"({str(err)[:80] or type(err).__name__}); nothing was extracted.") from None
     except OSError as err:
         if (target / ".complete").is_file():  # another process finished the same extraction first
             return target

@@ -284,7 +284,7 @@ def _load_h5(data: bytes, name: str, labels: list[str] | None, preprocessing: st
             raw_config = raw_config.decode("utf-8")
         try:
             config = json.loads(raw_config)
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: a binary attribute (e.g. a pickle), never unpickled
             raise UserError(f"'{name}' has a damaged model description.") from None
         _scan_config(config, name, check_modules=False)
         version = _attr_text(h5.attrs.get("keras_version")) or "2"

@@ -522,6 +522,27 @@ class RunStore:
         folder = self.run_dir(run_id)
         return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
+    def enforce_disk_cap(self, max_bytes: int) -> list[str]:
+        """Remove the artifacts of the oldest unpinned finished runs until all run folders fit ``max_bytes``.
+
+        Rows, metrics and events stay (curves still show); each cleaned run gets a warning event.
+        """
+        runs = self.list()
+        usage = {r.run_id: self.disk_usage(r.run_id) for r in runs}
+        total = sum(usage.values())
+        cleaned: list[str] = []
+        for r in sorted(runs, key=lambda r: r.created):
+            if total <= max_bytes:
+                break
+            if r.pinned or r.status not in FINAL_STATUSES or usage[r.run_id] == 0:
+                continue
+            shutil.rmtree(self.run_dir(r.run_id), ignore_errors=True)
+            total -= usage[r.run_id]
+            self.add_event(r.run_id, "warning", f"Its saved files ({usage[r.run_id] / 1024**2:.1f} MB) were removed "
+                           f"to keep the run store under {max_bytes / 1024**2:.0f} MB; pin a run to keep its files.")
+            cleaned.append(r.run_id)
+        return cleaned
+
 
 def _dumps(obj: Any) -> str:
     """JSON text for a metrics/result dict; NaN/inf become null so the column stays valid JSON."""

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import gc
 import math
+import os
 import threading
 import time
 import traceback
@@ -530,6 +531,7 @@ class _Job:
         _compile(model, cfg, cfg.learning_rate)
         params = count_params(model)
         self.log("info", f"Model {cfg.model.name}: {params['total']:,} parameters ({params['trainable']:,} trainable).")
+        check_training_memory(model, cfg.batch_size)  # refuse with a sentence rather than take the server down
 
         train_ds = self._dataset(train, ds.channels, training=True)
         has_val = val is not None and len(val) > 0
@@ -709,24 +711,49 @@ def _unexpected_sentence(err: BaseException) -> str:
 class TrainingManager:
     """Starts runs in background threads, at most ``max_concurrent`` at once; the rest wait queued."""
 
-    def __init__(self, store: RunStore, max_concurrent: int = 1) -> None:
+    def __init__(self, store: RunStore, max_concurrent: int = 1, *, max_queued: int | None = None,
+                 max_queued_per_owner: int | None = None, disk_cap_bytes: int | None = None) -> None:
         self.store = store
         self.max_concurrent = max(int(max_concurrent), 1)
+        # Classroom limits (None = the environment's CNNLAB_MAX_QUEUED / _PER_SESSION / CNNLAB_DISK_CAP_MB, else off).
+        self.max_queued = _limit(max_queued, "CNNLAB_MAX_QUEUED")
+        self.max_queued_per_owner = _limit(max_queued_per_owner, "CNNLAB_MAX_QUEUED_PER_SESSION")
+        cap_mb = _limit(None, "CNNLAB_DISK_CAP_MB")
+        self.disk_cap_bytes = disk_cap_bytes if disk_cap_bytes is not None else (cap_mb * 1024**2 if cap_mb else None)
         self._lock = threading.RLock()
         self._runs: dict[str, _LiveRun] = {}
         self._queue: collections.deque[str] = collections.deque()
+        self._owners: dict[str, str] = {}
         self.recovered: list[str] = store.mark_interrupted()
 
-    def start(self, config: TrainConfig, name: str = "") -> str:
-        """Queue a run; it starts as soon as a slot is free. Returns its id."""
-        run_id = self.store.create_run(config, name or config.name)
-        record = self.store.get(run_id)
-        live = _LiveRun(run_id, record.name if record else name, config, record.created if record else time.time())
+    def start(self, config: TrainConfig, name: str = "", owner: str | None = None) -> str:
+        """Queue a run; it starts as soon as a slot is free. Returns its id.
+
+        ``owner`` (e.g. a browser session id) counts towards ``max_queued_per_owner``; a full queue raises UserError.
+        """
         with self._lock:
+            self._check_queue_limits(owner)
+            run_id = self.store.create_run(config, name or config.name)
+            record = self.store.get(run_id)
+            live = _LiveRun(run_id, record.name if record else name, config,
+                            record.created if record else time.time())
             self._runs[run_id] = live
+            if owner:
+                self._owners[run_id] = owner
             self._queue.append(run_id)
             self._schedule()
         return run_id
+
+    def _check_queue_limits(self, owner: str | None) -> None:
+        """Refuse a new run with a sentence when the queue (or this session's share of it) is full."""
+        if self.max_queued is not None and len(self._queue) >= self.max_queued:
+            raise UserError(f"The training queue is full ({len(self._queue)} runs waiting): wait for a run to "
+                            "finish or stop one, then start again.")
+        if owner and self.max_queued_per_owner is not None:
+            mine = sum(1 for rid in self._queue if self._owners.get(rid) == owner)
+            if mine >= self.max_queued_per_owner:
+                raise UserError(f"You already have {mine} runs waiting in the queue (the limit is "
+                                f"{self.max_queued_per_owner}): wait for one to start or stop one.")
 
     def _running(self) -> list[_LiveRun]:
         return [r for r in self._runs.values() if r.thread is not None and not r.done.is_set()]
@@ -752,6 +779,9 @@ class TrainingManager:
             live.update(status="failed", message=live.message or "The run's thread ended unexpectedly.")
             live.done.set()
         finally:
+            if self.disk_cap_bytes is not None:
+                with contextlib.suppress(Exception):  # a clean-up problem must not block the queue
+                    self.store.enforce_disk_cap(self.disk_cap_bytes)
             self._schedule()
 
     def stop(self, run_id: str) -> None:
@@ -838,6 +868,59 @@ class TrainingManager:
         for r in runs:
             if r.thread is not None:
                 r.thread.join(timeout)
+
+
+MEMORY_SHARE = 0.8  # of the memory the OS reports available, that one training run may plan to use
+
+
+def estimate_training_memory(model: Any, batch_size: int) -> int:
+    """Rough bytes a training step needs: weights x4 (weights, gradients, two optimizer slots) + activations x2."""
+    activations = 0
+    for layer in _all_layers(model):
+        with contextlib.suppress(Exception):  # layers without a single symbolic output
+            activations += int(np.prod([d or 1 for d in layer.output.shape[1:]]))
+    return 4 * (4 * int(model.count_params()) + 2 * int(batch_size) * activations)
+
+
+def available_memory() -> int | None:
+    """Bytes the OS can give without swapping (``MemAvailable``), or None where unknown; CNNLAB_MEMORY_MB overrides."""
+    override = _limit(None, "CNNLAB_MEMORY_MB")
+    if override:
+        return override * 1024**2
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def check_training_memory(model: Any, batch_size: int, available: int | None = None) -> int:
+    """The estimate in bytes; UserError with a smaller batch size to try when it would not fit in memory."""
+    need = estimate_training_memory(model, batch_size)
+    free = available if available is not None else available_memory()
+    if free is not None and need > MEMORY_SHARE * free:
+        per_image = max(need - estimate_training_memory(model, 0), 1) / max(batch_size, 1)
+        fits = int((MEMORY_SHARE * free - estimate_training_memory(model, 0)) // per_image)
+        advice = (f"try a batch size of {max(2 ** int(math.log2(fits)), 1)}, a smaller image size or a smaller model"
+                  if fits >= 1 else "choose a smaller image size or a smaller model")
+        raise UserError(f"This run would need about {need / 1024**3:.1f} GB of memory but only "
+                        f"{free / 1024**3:.1f} GB is free: {advice}.")
+    return need
+
+
+def _all_layers(model: Any) -> Any:
+    """Every layer, nested models' layers included."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def _limit(value: int | None, env: str) -> int | None:
+    """An explicit limit, else a positive integer from the environment variable ``env``, else None (off)."""
+    if value is not None:
+        return max(int(value), 0)
+    text = os.environ.get(env, "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from ui.common import (
     teacher_mode,
     user_errors,
 )
-from ui.engine import get_manager, get_store, load_dataset_cached
+from ui.engine import get_manager, get_store, load_dataset_cached, session_owner
 from ui.data_checks import pretraining_checks
 from ui.lab import experiments_section
 
@@ -628,7 +628,7 @@ def new_run_section(teacher: bool) -> None:
         model_size(spec, *dims)
         config = pretraining_checks(TrainConfig(data=source, split=split, model=spec, **settings))
         if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
-            run_id = get_manager().start(config, name=config.name)
+            run_id = get_manager().start(config, name=config.name, owner=session_owner())
             set_current_run_id(run_id)
             st.rerun()
         model_details(spec, *dims, teacher)

@@ -55,6 +55,14 @@ def get_store() -> RunStore:
     return _store_for(str(home_dir()))
 
 
+def session_owner() -> str | None:
+    """This browser session's id: the manager's per-session queue limit counts runs by it."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
 def get_manager() -> TrainingManager:
     """The process-wide training manager (background training threads) for the current home."""
     return _manager_for(str(home_dir()))

@@ -236,22 +236,32 @@ def demo_run(server: Server, browser: Any) -> dict[str, Any]:
         waiter.wait(1.0)
     shot(page, "train.png", height=2300)
     page.set_viewport_size({"width": 1400, "height": 1000})
-    # While it trains: how long a click takes to show its result (a page switch, then a widget).
+    # While it trains: how long a click takes to show its result (printed, not asserted: speed targets
+    # belong in benchmarks, and this machine's load varies). A page switch, then a widget on Train.
     t0 = time.monotonic()
     nav_link(page, 0).click()
+    page.get_by_role("heading", name="Data", exact=True).wait_for()
+    title_seconds = time.monotonic() - t0
     page.get_by_role("heading", name="Health report").wait_for()
     switch_seconds = time.monotonic() - t0
     nav_link(page, 1).click()
     page.get_by_role("heading", name="Start a new run").wait_for()
+    wait_idle(page)
+    t0 = time.monotonic()
+    page.get_by_text("Build your own", exact=True).click()
+    page.get_by_text("Dense units").wait_for()
+    widget_seconds = time.monotonic() - t0
     page.get_by_text("Test accuracy").first.wait_for(timeout=SLOW)  # the run finished: its metrics show
     wait_idle(page)
     assert_no_exception(page)
     shot(page, "train_finished.png", height=2300)
     page.close()
-    result = {"run_id": run_id, "seen": seen, "page_switch_seconds": switch_seconds}
+    result = {"run_id": run_id, "seen": seen, "page_switch_seconds": switch_seconds,
+              "page_title_seconds": title_seconds, "widget_seconds": widget_seconds}
     server.state["demo_run"] = result
     print(f"\nchart samples (epochs, batches): {[(s['epochs'], s['batches']) for s in seen]}")
-    print(f"page switch while training: {switch_seconds:.2f} s")
+    print(f"while training: page switch {title_seconds:.2f} s to the title, {switch_seconds:.2f} s to the "
+          f"health report; custom builder shown {widget_seconds:.2f} s after the click")
     return result
 
 
