@@ -35,10 +35,18 @@ TIMEOUT_SECONDS = 900
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 1)
+    except OSError:
+        return None
+
+
 def run_one(number: int, out_dir: Path) -> tuple[dict, float]:
     """One benchmark in its own process (fresh TensorFlow state); a crash becomes a 'failed' result."""
     out = out_dir / f"{number}.json"
     t0 = time.perf_counter()
+    load_before = _load()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
         proc = subprocess.run([sys.executable, "-m", f"benchmarks.{BENCHES[number]}", "--out", str(out)], cwd=ROOT,
@@ -49,8 +57,11 @@ def run_one(number: int, out_dir: Path) -> tuple[dict, float]:
         failed, reason = True, f"timed out after {TIMEOUT_SECONDS} s"
     seconds = time.perf_counter() - t0
     if failed:
-        return result(number, BENCHES[number], status="failed", reason=reason[:300]), seconds
-    return json.loads(out.read_text()), seconds
+        res = result(number, BENCHES[number], status="failed", reason=reason[:300])
+    else:
+        res = json.loads(out.read_text())
+    res["load"] = (load_before, _load())
+    return res, seconds
 
 
 def _versions() -> dict[str, str]:
@@ -83,7 +94,8 @@ def render(results: list[tuple[dict, float]], info: dict, info_end: dict, total:
                          f"{t['goal']} {t['unit']} | {'yes' if t['met'] else '**no**'} | {t['why']} |")
     for res, seconds in results:
         lines += ["", f"## {res['bench']}. {res['title']}", "", f"Status: {res['status']}"
-                  + (f" - {res['reason']}" if res["reason"] else "") + f" ({seconds:.0f} s)", ""]
+                  + (f" - {res['reason']}" if res["reason"] else "") + f" ({seconds:.0f} s; 1-min load average "
+                  f"{res['load'][0]} before, {res['load'][1]} after, on {info.get('cores')} cores)", ""]
         if res["rows"]:
             lines += ["| setup | metric | value |", "| --- | --- | --- |"]
             lines += [f"| {r['setup']} | {r['metric']} | {r['value']} {r['unit']} |" for r in res["rows"]]

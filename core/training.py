@@ -875,11 +875,26 @@ MEMORY_SHARE = 0.8  # of the memory the OS reports available, that one training 
 
 def estimate_training_memory(model: Any, batch_size: int) -> int:
     """Rough bytes a training step needs: weights x4 (weights, gradients, two optimizer slots) + activations x2."""
-    activations = 0
-    for layer in _all_layers(model):
-        with contextlib.suppress(Exception):  # layers without a single symbolic output
-            activations += int(np.prod([d or 1 for d in layer.output.shape[1:]]))
-    return 4 * (4 * int(model.count_params()) + 2 * int(batch_size) * activations)
+    return 4 * (4 * int(model.count_params()) + 2 * int(batch_size) * _activation_values(model))
+
+
+def _activation_values(model: Any) -> int:
+    """Values per image kept for backpropagation; a frozen nested model (backbone) keeps none, only its peak."""
+    total = 0
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "layers", None) and not layer.trainable:
+            total += max((_output_values(inner) for inner in _all_layers(layer)), default=0)
+        elif getattr(layer, "layers", None):
+            total += _activation_values(layer)
+        else:
+            total += _output_values(layer)
+    return total
+
+
+def _output_values(layer: Any) -> int:
+    with contextlib.suppress(Exception):  # layers without a single symbolic output
+        return int(np.prod([d or 1 for d in layer.output.shape[1:]]))
+    return 0
 
 
 def available_memory() -> int | None:

@@ -214,8 +214,13 @@ def counts_section(report: dict[str, Any], figures: dict[str, Any]) -> None:
         st.dataframe(table, width="stretch", key="data_counts_table")
 
 
-def thumbnail(img: np.ndarray) -> np.ndarray:
-    """Upscale tiny images (digits are 8×8) with sharp pixels so they can be seen; gray as 2-D."""
+def thumbnail(img: np.ndarray) -> bytes:
+    """A PNG thumbnail: tiny images (digits are 8×8) upscaled with sharp pixels so they can be seen.
+
+    Encoded once (the rows are cached) so a rerun does not re-encode dozens of arrays for st.image.
+    """
+    import io
+
     from PIL import Image
 
     arr = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
@@ -223,7 +228,9 @@ def thumbnail(img: np.ndarray) -> np.ndarray:
     scale = THUMB_PX / max(h, w)
     pil = Image.fromarray(arr)
     resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
-    return np.asarray(pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample))
+    buf = io.BytesIO()
+    pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -289,8 +289,8 @@ def watched_runs() -> list[str]:
     record = get_store().get(run_id)
     if record is not None and record.group.startswith(DEMO_GROUP):
         pair = sorted((r for r in get_store().list() if r.group == record.group), key=lambda r: r.created)
-        if len(pair) >= 2:
-            return [r.run_id for r in pair[-2:]]
+        if len(pair) >= 2:  # the plain demo on the left, the newest re-run on the right
+            return [pair[0].run_id, pair[-1].run_id]
     return [run_id]
 
 
@@ -358,7 +358,8 @@ def _start_demo(regularised: bool) -> None:
         if plain:
             group = plain[0].group  # newest first
     with user_errors():
-        run_id = get_manager().start(demo_config(regularised, group), name=demo_config(regularised, group).name)
+        config = demo_config(regularised, group)
+        run_id = get_manager().start(config, name=config.name, owner=session_owner())
         set_current_run_id(run_id)
         st.rerun()
 
@@ -555,16 +556,25 @@ def model_details(spec: ModelSpec, image_size: int, channels: int, num_classes: 
     architecture_drawing(spec, image_size, channels, num_classes, teacher)
 
 
+@st.cache_resource(show_spinner=False, max_entries=12)
+def drawing_figure(spec_json: str, image_size: int, channels: int, num_classes: int, expand: bool,
+                   teacher: bool) -> Any:
+    """The architecture drawing, built once per spec (the page reruns while a run trains beside it)."""
+    from core.architecture import architecture_figure
+
+    model = summary_model(spec_json, image_size, channels, num_classes)
+    return architecture_figure(model, expand_backbone=expand, teacher_mode=teacher)
+
+
 def architecture_drawing(spec: ModelSpec, image_size: int, channels: int, num_classes: int, teacher: bool) -> None:
     """The network drawn as blocks, from ``core.architecture`` (skipped when that module is absent)."""
     try:
-        from core.architecture import architecture_figure
+        import core.architecture  # noqa: F401
     except ImportError:
         return
-    model = summary_model(spec.to_json(), image_size, channels, num_classes)
     expand = spec.is_transfer and st.toggle("Show the backbone's layers", False, key="train_expand_backbone")
-    st.plotly_chart(architecture_figure(model, expand_backbone=expand, teacher_mode=teacher),
-                    key="train_architecture", config={"displaylogo": False})
+    figure = drawing_figure(spec.to_json(), image_size, channels, num_classes, bool(expand), teacher)
+    st.plotly_chart(figure, key="train_architecture", config={"displaylogo": False})
     explain("The image flows left to right; each box is a layer, its size the shape of what comes out.")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import subprocess
@@ -123,25 +122,31 @@ def test_concurrent_thread_writers_never_see_locked(home: Path) -> None:
     assert all(len(store.epochs(r)) == 40 and len(store.events(r)) == 40 for r in ids)
 
 
-def _process_writer(home: str, run_id: str, n: int) -> None:
-    store = RunStore(home)
-    for e in range(n):
-        store.add_epoch(run_id, e, {"loss": float(e)})
-        store.add_batch(run_id, e, 0, {"loss": float(e)})
+_WRITER = """
+import sys
+from core.store import RunStore
+home, run_id, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = RunStore(home)
+for e in range(n):
+    store.add_epoch(run_id, e, {"loss": float(e)})
+    store.add_batch(run_id, e, 0, {"loss": float(e)})
+"""
 
 
 def test_concurrent_process_writers(home: Path) -> None:
+    # Plain interpreters, not multiprocessing: spawn re-runs whatever __main__ is (AppTest leaves app.py there).
     store = RunStore(home)
     ids = [store.create_run(TrainConfig()) for _ in range(3)]
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_process_writer, args=(str(home), r, 60)) for r in ids]
-    for p in procs:
-        p.start()
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(home), r, "60"], cwd=root,
+                         stderr=subprocess.PIPE, text=True)
+        for r in ids
+    ]
     for e in range(60):  # this process writes at the same time
         store.add_event(ids[0], "info", str(e))
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
     assert all(len(store.epochs(r)) == 60 and len(store.batches(r)) == 60 for r in ids)
 
 

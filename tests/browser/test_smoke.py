@@ -161,6 +161,7 @@ def shot(page: Any, name: str, height: int | None = None) -> Path:
     if height:
         page.set_viewport_size({"width": 1400, "height": height})
         page.wait_for_timeout(1500)  # charts re-layout at the new size
+    page.evaluate("() => document.querySelectorAll('section, [data-testid=\"stMain\"]').forEach(e => e.scrollTo(0, 0))")
     path = SHOTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
@@ -361,7 +362,8 @@ def test_compare_page_two_runs(server: Server, browser: Any, demo_run: dict[str,
     assert_no_exception(page)
     main = text_of(page)
     assert "different datasets" not in main and "split the dataset differently" not in main
-    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 5  # bars, 2 curves, 2 matrices
+    page.wait_for_function(  # bars, 2 curves, 2 matrices (they render after the table is redrawn)
+        "() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"]').length >= 5", timeout=60_000)
     tall_shot(page, "compare.png", 2600)
     page.close()
 
