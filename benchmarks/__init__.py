@@ -27,7 +27,7 @@ WEIGHTS = SHARED / "keras" / "models"
 
 
 def prepare_environment() -> Path:
-    """Quiet TF, private CNN Lab home and KERAS_HOME (with the offline weights copied in): call before importing keras."""
+    """Quiet TF, a private CNN Lab home and KERAS_HOME (offline weights copied in); call before importing keras."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     scratch = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
     os.environ["CNNLAB_HOME"] = str(scratch / "home")

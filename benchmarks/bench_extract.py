@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, have_weights, median, prepare_environment, result, row, subset_folder, target, write_json,
+    SIGN_DIGITS, Stopwatch, have_weights, median, prepare_environment, result, row, subset_folder, target,
+    write_json,
 )
 
 PER_CLASS = 30  # 300 photos
