@@ -152,3 +152,14 @@ class Stopwatch:
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self.t0
+
+
+def main_for(run: Any) -> None:
+    """Command-line entry of one benchmark: ``python -m benchmarks.bench_x --out FILE.json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    prepare_environment()
+    write_json(args.out, run())

@@ -8,13 +8,12 @@ prefetch) + the same model (``core.models.build_model("classic_3block")``) + ``f
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, median, prepare_environment, result, row, subset_folder, target, write_json,
+    SIGN_DIGITS, Stopwatch, median, main_for, result, row, subset_folder, target,
 )
 
 PER_CLASS = 20  # 200 images: one epoch of the 150-px classic CNN takes ~10 s on 2 idle cores
@@ -131,8 +130,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    prepare_environment()
-    write_json(args.out, run())
+    main_for(run)

@@ -7,15 +7,13 @@ eagerly, batch by batch). CNN Lab: ``make_tf_dataset`` (parallel decode) + ``cor
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, have_weights, median, prepare_environment, result, row, subset_folder, target,
-    write_json,
+    SIGN_DIGITS, Stopwatch, have_weights, median, main_for, result, row, subset_folder, target,
 )
 
 PER_CLASS = 30  # 300 photos
@@ -104,8 +102,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    prepare_environment()
-    write_json(args.out, run())
+    main_for(run)

@@ -7,13 +7,12 @@ reports overfitting on the live history (what the chart marks).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchmarks import prepare_environment, result, row, target, write_json
+from benchmarks import main_for, result, row, target
 
 POLL_SECONDS = 0.25
 LIMIT_SECONDS = 180.0
@@ -72,8 +71,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    prepare_environment()
-    write_json(args.out, run())
+    main_for(run)

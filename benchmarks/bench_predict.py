@@ -7,7 +7,6 @@ Each model is saved to ``.keras`` and loaded back first, as a run's model is.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks import have_weights, percentile, prepare_environment, result, row, target, write_json
+from benchmarks import have_weights, percentile, main_for, result, row, target
 
 CALLS = 60
 WARMUP = 5
@@ -82,8 +81,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    prepare_environment()
-    write_json(args.out, run())
+    main_for(run)

@@ -6,9 +6,8 @@ process that loads the folder and streams one shuffled epoch through ``make_tf_d
 
 from __future__ import annotations
 
-import argparse
 
-from benchmarks import prepare_environment, result, row, target, write_json
+from benchmarks import main_for, result, row, target
 
 SIZES = (6_000, 60_000)
 TITLE = "Peak RSS: one training epoch over 6,000 vs 60,000 generated image files"
@@ -42,8 +41,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    prepare_environment()
-    write_json(args.out, run())
+    main_for(run)

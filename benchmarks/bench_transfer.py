@@ -7,12 +7,11 @@ per-epoch validation predictions, best-model saves, test evaluation), differing 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, have_weights, prepare_environment, result, row, subset_folder, target, write_json,
+    SIGN_DIGITS, Stopwatch, have_weights, main_for, result, row, subset_folder, target,
 )
 
 PER_CLASS = 80  # 800 photos -> 560 train / 120 val / 120 test
@@ -88,8 +87,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    prepare_environment()
-    write_json(args.out, run())
+    main_for(run)

@@ -102,3 +102,16 @@ def texts(at: Any) -> str:
     for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "success", "error"):
         parts += [str(e.value) for e in getattr(at, kind)]
     return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[tuple[Path, list[str]]]:
+    """CNNLAB_HOME pointed at the two trained tiny runs shared by the Evaluate/Compare/Classify tests."""
+    if str(Path(__file__).parent) not in sys.path:  # the page tests import it by this same name
+        sys.path.insert(0, str(Path(__file__).parent))
+    from eval_pages_runs import shared_home
+
+    home, ids = shared_home()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_HOME", str(home))
+        yield home, ids

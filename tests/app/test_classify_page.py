@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_pages_runs import shared_home  # noqa: E402
+
 
 from core.classify import KEEP_SIDE, PhotoResult, classify_photos, results_csv, results_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-
-@pytest.fixture(scope="module")
-def runs() -> Iterator[tuple[Path, list[str]]]:
-    home, ids = shared_home()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNLAB_HOME", str(home))
-        yield home, ids
 
 
 @pytest.fixture(scope="module")

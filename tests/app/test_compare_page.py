@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_pages_runs import BASE, copy_run, shared_home  # noqa: E402
+from eval_pages_runs import BASE, copy_run  # noqa: E402
 
 from core.comparison import disagreements, load_predictions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-
-@pytest.fixture(scope="module")
-def runs() -> Iterator[tuple[Path, list[str]]]:
-    home, ids = shared_home()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNLAB_HOME", str(home))
-        yield home, ids
 
 
 def open_compare() -> AppTest:

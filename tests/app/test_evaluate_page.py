@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_pages_runs import shared_home  # noqa: E402
+
 
 from core import plots_eval  # noqa: E402
 from core.comparison import load_epoch_predictions, load_predictions  # noqa: E402
@@ -20,14 +19,6 @@ from core.evaluation import classification_metrics  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-
-@pytest.fixture(scope="module")
-def runs() -> Iterator[tuple[Path, list[str]]]:
-    """CNNLAB_HOME pointed at the two trained tiny runs for this module."""
-    home, ids = shared_home()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNLAB_HOME", str(home))
-        yield home, ids
 
 
 def open_evaluate(run_id: str | None = None, tab: str | None = None, teacher: bool = False) -> AppTest:
