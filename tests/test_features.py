@@ -272,6 +272,15 @@ def test_cached_training_matches_full_passes(home: Path, imagenet_keras_home: Pa
     assert abs(accs[1] - accs[0]) <= 0.02, f"full vs cached test accuracy: {accs}"
     assert len(cached["history"]["val_loss"]) == cfg.epochs
 
-    assert len(FeatureCache(home).keys()) == 2  # train + validation features, one plain pass each
+    # train, validation and test features, one plain pass each (the test split is scored from its features)
+    assert sorted(k.split("-")[0] for k in FeatureCache(home).keys()) == ["test", "train", "val"]
     model = keras.models.load_model(store.run_dir(cached["run_id"]) / "model.keras")
     assert tuple(model.input_shape) == (None, 96, 96, 3) and model.get_layer("backbone") is not None
+
+    # The test predictions made from cached features are what the saved model predicts from the pixels.
+    from core.datasets import load_dataset
+
+    test = load_dataset(cfg.data, cfg.split, home=home).splits["test"]
+    pixels = make_tf_dataset(test, image_size=96, channels=3, batch_size=16, training=False)
+    with np.load(store.run_dir(cached["run_id"]) / "predictions.npz") as saved:
+        np.testing.assert_allclose(saved["probs"], model.predict(pixels, verbose=0), rtol=1e-4, atol=1e-5)

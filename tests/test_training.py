@@ -227,3 +227,73 @@ def test_transfer_model_fine_tunes_in_a_second_phase(home: Path, monkeypatch: py
     first_conv_saved = saved.get_layer("backbone").layers[1].get_weights()[0]
     assert not np.allclose(top_conv_saved, initial["top"])  # the unfrozen top layer learned
     assert np.allclose(first_conv_saved, initial["first"])  # the layer below stayed frozen
+
+
+def _count_saves(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count ``model.keras`` writes (``keras.Model.save`` calls) from here on."""
+    calls: list[int] = []
+    original = keras.Model.save
+
+    def counting_save(self: keras.Model, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", counting_save)
+    return calls
+
+
+def _improvements(values: list[float]) -> int:
+    best, count = None, 0
+    for v in values:
+        if best is None or v < best:
+            best, count = v, count + 1
+    return count
+
+
+@pytest.mark.parametrize("share, expect", [(0.0, "once"), (1e9, "every improvement")])
+def test_model_keras_holds_the_best_epoch_however_saves_are_throttled(
+        home: Path, monkeypatch: pytest.MonkeyPatch, share: float, expect: str) -> None:
+    """Share 0: no save may happen during training, so model.keras is written once at the end; a huge share:
+    every improving epoch is written. Either way the file is the best epoch's model (what the test split saw)."""
+    monkeypatch.setattr(training, "SAVE_TIME_SHARE", share)
+    saves = _count_saves(monkeypatch)
+    store = RunStore(home)
+    s = train_to_completion(TINY.replace(epochs=4), store)
+    assert s["status"] == "finished", s["message"]
+    improving = _improvements(s["history"]["val_loss"])
+    assert len(saves) == (1 if expect == "once" else improving)
+    model = keras.saving.load_model(store.run_dir(s["run_id"]) / "model.keras")
+    test = run_predictions(store, s["run_id"], "test")
+    from core.datasets import load_dataset
+    from core.pipeline import make_tf_dataset
+
+    split = load_dataset(TINY.data, TINY.split, home=home).splits["test"]
+    pixels = make_tf_dataset(split, image_size=TINY.image_size, channels=1, batch_size=10, training=False)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), test["probs"], rtol=1e-4, atol=1e-5)
+    assert s["best_epoch"] == int(np.argmin(s["history"]["val_loss"])) + 1
+
+
+def test_fine_tuning_keeps_the_best_epoch_including_the_backbone(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen layers are not copied while frozen; once unfrozen, the kept (best) weights include them."""
+    initial: dict[str, np.ndarray] = {}
+
+    def small_transfer_model(spec: ModelSpec, shape: tuple[int, int, int], n: int) -> keras.Model:
+        backbone = keras.Sequential([keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3, activation="relu"),
+                                     keras.layers.GlobalAveragePooling2D()], name="backbone")
+        backbone.trainable = False
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, keras.layers.Dense(n, activation="softmax")(backbone(inputs, training=False)))
+        initial["conv"] = backbone.layers[1].get_weights()[0].copy()
+        return model
+
+    monkeypatch.setattr(core.models, "build_model", small_transfer_model)
+    spec = ModelSpec(name="transfer:mobilenet_v2", weights=None, fine_tune_layers=2, fine_tune_epochs=2,
+                     fine_tune_lr_factor=1.0)
+    store = RunStore(home)
+    s = train_to_completion(TINY.replace(model=spec, epochs=1, restore_best=True, use_feature_cache=False), store)
+    assert s["status"] == "finished", s["message"]
+    saved = keras.saving.load_model(store.run_dir(s["run_id"]) / "model.keras", compile=False)
+    conv = saved.get_layer("backbone").layers[1].get_weights()[0]
+    # Best = epoch 1 (frozen phase): the original conv; best = a fine-tuning epoch: the conv it learned.
+    assert np.allclose(conv, initial["conv"]) == (s["best_epoch"] == 1)
+    assert s["best_epoch"] == int(np.argmin(s["history"]["val_loss"])) + 1
