@@ -91,7 +91,9 @@ def run() -> dict:
     ]
     why = ("on a 2-core CPU MobileNetV2's arithmetic is most of the cost: graph mode removes the per-layer Python "
            "dispatch and fuses conv+batch-norm+ReLU6 (measured ~1.5-2x on the model call alone), decoding 100-px "
-           "JPEGs is cheap either way, and XLA (jit_compile) was 4x slower here, so it stays off")
+           "JPEGs is cheap either way. Tried and not faster here: XLA (jit_compile, 4x slower), TensorFlow Lite with "
+           "the XNNPACK delegate (54-74 against 44-86 img/s for the traced graph, after a 16 s conversion), two "
+           "graph calls in parallel threads, TF_ENABLE_ONEDNN_OPTS=0")
     return result(3, TITLE, rows=rows, targets=[
         target("extraction vs eager loop, first call incl. tracing", cold / eager, 3.0, why=why),
         target("extraction vs eager loop, traced", warm / eager, 3.0, why=why),

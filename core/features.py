@@ -494,7 +494,7 @@ def fit_on_cached_features(model: Any, val_images: Any | None, *, epochs: int, i
         # Head steps take about a millisecond: run up to HEAD_STEPS_PER_CALL of them per graph call, so
         # Python and callback overhead does not dominate; a stop still lands within one call (< 1 s).
         head.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
-                     steps_per_execution=min(steps, HEAD_STEPS_PER_CALL))
+                     steps_per_execution=steps_per_call(steps))
     view = _CallbackView(model, head, val_images, val_feats)
     model.stop_training = False
     # Validation is scored from the cached validation features through one traced function, not by
@@ -503,6 +503,12 @@ def fit_on_cached_features(model: Any, val_images: Any | None, *, epochs: int, i
     return head.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
                     steps_per_epoch=steps,
                     callbacks=scores + _redirected(callbacks, view), class_weight=class_weight, shuffle=False, verbose=0)
+
+
+def steps_per_call(steps: int, most: int = HEAD_STEPS_PER_CALL) -> int:
+    """The largest divisor of an epoch's steps up to ``most``: Keras runs whole calls, so a call that
+    overran the epoch would eat the next epoch's batches (and the last epoch would run out)."""
+    return max(d for d in range(1, min(steps, most) + 1) if steps % d == 0)
 
 
 def _validation_callback(head: Any, features: np.ndarray, labels: np.ndarray) -> Any:

@@ -284,3 +284,36 @@ def test_cached_training_matches_full_passes(home: Path, imagenet_keras_home: Pa
     pixels = make_tf_dataset(test, image_size=96, channels=3, batch_size=16, training=False)
     with np.load(store.run_dir(cached["run_id"]) / "predictions.npz") as saved:
         np.testing.assert_allclose(saved["probs"], model.predict(pixels, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_steps_per_call_divides_the_epoch() -> None:
+    from core.features import steps_per_call
+
+    assert [steps_per_call(n) for n in (1, 18, 32, 33, 45, 47, 64)] == [1, 18, 32, 11, 15, 1, 32]
+
+
+def test_head_epochs_see_every_batch_once_when_steps_are_grouped(home: Path) -> None:
+    """33 steps an epoch run as 3 calls of 11: each epoch ends on its own last batch, none runs out of data."""
+
+    class Steps(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[list[int]] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.ends.append([])
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.ends[-1].append(batch)
+
+    rng = np.random.default_rng(2)
+    train = Split(labels=np.arange(66) % 3, images=rng.integers(0, 256, (66, 32, 32, 3), dtype=np.uint8))
+    cfg = TrainConfig(model=SPEC, image_size=32, batch_size=2, epochs=3, split=SplitConfig())
+    model = _tiny_transfer()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    steps = Steps()
+    history = fit_on_cached_features(model, None, epochs=3, initial_epoch=0, callbacks=[steps], class_weight=None,
+                                     context=CachedFitContext(config=cfg, home=home, train=train, val=None,
+                                                              channels=3))
+    assert len(history.history["loss"]) == 3
+    assert steps.ends == [[10, 21, 32]] * 3
