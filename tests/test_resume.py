@@ -5,12 +5,10 @@ kill -9 and resume is tests/test_crash_recovery.py; a full disk is tests/test_di
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import keras
 import numpy as np
@@ -25,26 +23,12 @@ from core.inference import Predictor
 from core.store import RunStore
 from core.training import TrainingManager
 from tests.data_factory import make_class_folder
+from tests.run_helpers import stopping_in_epoch
 
 TIMEOUT = 120
 TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=10,
                    epochs=4, seed=0, learning_rate=3e-3, restore_best=False)
 STEPS = math.ceil(140 / 10)  # 140 training images (20 a class, 70 %) in batches of 10
-
-
-@contextlib.contextmanager
-def stopping_in_epoch(epoch: int) -> Iterator[None]:
-    """Any run trained inside stops from the first batch of ``epoch`` (1-based): epochs 1..epoch-1 are kept."""
-    original = training._Job.batch_ended
-
-    def batch_ended(job: training._Job, batch: int, logs: dict) -> bool:
-        if job.epoch_index + 1 == epoch:
-            job.live.stop_event.set()
-        return original(job, batch, logs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training._Job, "batch_ended", batch_ended)
-        yield
 
 
 def train_stopped(store: RunStore, config: TrainConfig, epoch: int) -> str:
@@ -169,6 +153,28 @@ def test_a_crash_between_the_weights_file_and_its_state_keeps_the_previous_check
                                         kept_weights=m.get_weights())
     assert third.kept == "epoch-0001.npz"  # the kept epoch's own file is reused, not rewritten
     assert sorted(p.name for p in folder.iterdir()) == ["epoch-0001.npz", "epoch-0003.npz", "state.json"]
+
+
+def test_cli_resume_continues_the_run_and_prints_its_summary(copy: tuple[RunStore, str],
+                                                               capsys: pytest.CaptureFixture) -> None:
+    store, run_id = copy
+    assert main(["resume", run_id, "--json", "--home", str(store.home)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["run_id"] == run_id and summary["status"] == "finished"
+    assert len(summary["history"]["loss"]) == TINY.epochs and summary["test"]["accuracy"] is not None
+    assert [e["epoch"] for e in store.epochs(run_id)] == [1, 2, 3, 4]
+
+
+def test_cli_resume_refusals_print_one_sentence_and_exit_2(copy: tuple[RunStore, str],
+                                                           capsys: pytest.CaptureFixture) -> None:
+    store, run_id = copy
+    shutil.rmtree(checkpoint.checkpoint_dir(store.run_dir(run_id)))
+    assert main(["resume", run_id, "--home", str(store.home)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Run {run_id} has no checkpoint to resume from") and err.count("\n") == 1
+    assert main(["resume", "nope", "--json", "--home", str(store.home)]) == 2
+    assert capsys.readouterr().err == "error: There is no run 'nope'.\n"
+    assert store.get(run_id).status == "stopped"  # refused: nothing changed
 
 
 # ---------------------------------------------------------------- refusals
