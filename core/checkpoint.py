@@ -7,6 +7,8 @@ phase, best value and epoch, early-stopping / LR-scheduler counters, timing and 
 Only then are files the new state no longer names removed, so a crash at any moment leaves a state
 that names whole files. The kept model ("best" epoch) is the file of that epoch, kept beside the
 newest one (or, if that file was never written, ``kept-NNNN.npz`` from the weights held in memory).
+Weights of frozen layers (a transfer model's backbone) cannot change while their phase trains, so
+they go once per phase into ``frozen-<hash>.npz`` and each epoch saves only what training changes.
 
 Not restored: the position of the data shuffle and of dropout / augmentation randomness (they
 restart from the run's seed), so a resumed run is not bit-identical to an uninterrupted one.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -57,6 +60,7 @@ class CheckpointState:
     fine_tune_start: int | None = None  # epochs done when fine-tuning began
     phase_done: bool = False  # early stopping ended the phase with this epoch
     callbacks: list = field(default_factory=list)  # [[class name, {attribute: value}], ...]
+    frozen: dict = field(default_factory=dict)  # weights file -> the file with the weights its phase never changes
     split_hash: str = ""
     train_seconds: float = 0.0
     train_images: int = 0
@@ -87,28 +91,54 @@ def write_checkpoint(run_folder: Path | str, model: Any, *, epoch: int, previous
     own file is gone; ``fields`` are the other ``CheckpointState`` fields.
     """
     folder = checkpoint_dir(run_folder)
-    weights = [np.asarray(w) for w in model.get_weights()]
+    variables = list(model.weights)
+    fixed = _frozen_indices(model, variables)
+    frozen_name = ""
+    if fixed:
+        frozen_name = f"frozen-{hashlib.blake2b(repr(fixed).encode(), digest_size=6).hexdigest()}.npz"
+        if not (previous is not None and frozen_name in previous.frozen.values() and (folder / frozen_name).is_file()):
+            _save_arrays(folder / frozen_name, {i: np.asarray(variables[i]) for i in fixed}, [])
+    skip = set(fixed)
+    changing = {i: np.asarray(v) for i, v in enumerate(variables) if i not in skip}
     optimizer = [np.asarray(v) for v in model.optimizer.variables]
     name = f"epoch-{epoch:04d}.npz"
-    _save_arrays(folder / name, weights, optimizer)
+    _save_arrays(folder / name, changing, optimizer)
+    frozen = {name: frozen_name}
     if kept_epoch is None or kept_epoch == epoch:
         kept = name
     elif previous is not None and previous.kept_epoch == kept_epoch and (folder / previous.kept).is_file():
         kept = previous.kept
+        frozen[kept] = previous.frozen.get(kept, "")
     elif kept_weights is not None:
         kept = f"kept-{kept_epoch:04d}.npz"
-        _save_arrays(folder / kept, kept_weights, [])
+        _save_arrays(folder / kept, dict(enumerate(kept_weights)), [])
+        frozen[kept] = ""
     else:  # nothing better to offer: the newest weights are what a resumed run keeps
         kept, kept_epoch = name, epoch
-    state = CheckpointState(epoch=epoch, weights=name, kept=kept, kept_epoch=kept_epoch, n_weights=len(weights),
-                            n_optimizer=len(optimizer), **fields)
+    state = CheckpointState(epoch=epoch, weights=name, kept=kept, kept_epoch=kept_epoch, n_weights=len(variables),
+                            n_optimizer=len(optimizer), frozen=frozen, **fields)
     atomic_write_json(folder / STATE_FILE, _plain(state.to_dict()))
-    _remove_unreferenced(folder, {STATE_FILE, name, kept})
+    _remove_unreferenced(folder, {STATE_FILE, *frozen, *frozen.values()})
     return state
 
 
-def _save_arrays(path: Path, weights: list[np.ndarray], optimizer: list[np.ndarray]) -> None:
-    arrays = {f"w{i:05d}": w for i, w in enumerate(weights)}
+def _frozen_indices(model: Any, variables: list[Any]) -> list[int]:
+    """Positions in ``model.weights`` of the weights of frozen layers (training leaves them as they are)."""
+    fixed: set[int] = set()
+
+    def walk(layer: Any) -> None:
+        for sub in getattr(layer, "layers", None) or []:
+            if not sub.trainable:
+                fixed.update(id(v) for v in sub.weights)
+            else:
+                walk(sub)
+
+    walk(model)
+    return [i for i, v in enumerate(variables) if id(v) in fixed]
+
+
+def _save_arrays(path: Path, weights: dict[int, np.ndarray], optimizer: list[np.ndarray]) -> None:
+    arrays = {f"w{i:05d}": w for i, w in weights.items()}
     arrays.update({f"o{i:05d}": v for i, v in enumerate(optimizer)})
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
@@ -154,7 +184,7 @@ def read_state(run_folder: Path | str) -> CheckpointState | None:
         raise CheckpointDamaged(f"its state file cannot be read ({type(err).__name__})") from err
     if state.format != FORMAT or state.epoch < 1:
         raise CheckpointDamaged("its state file is from another CNN Lab version")
-    for name in {state.weights, state.kept}:
+    for name in {state.weights, state.kept, *(state.frozen.get(n, "") for n in (state.weights, state.kept))} - {""}:
         if not (checkpoint_dir(run_folder) / name).is_file():
             raise CheckpointDamaged(f"its file {name} is missing")
     return state
@@ -168,17 +198,24 @@ def checkpoint_epoch(run_folder: Path | str) -> int | None:
     return None
 
 
-def read_arrays(run_folder: Path | str, name: str, n_weights: int,
-                n_optimizer: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(model weights, optimizer variables) of one checkpoint file; ``n_optimizer=None`` skips the optimizer."""
-    path = checkpoint_dir(run_folder) / name
+def read_arrays(run_folder: Path | str, state: CheckpointState, name: str,
+                optimizer: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(model weights, optimizer variables) of checkpoint file ``name``, with its phase's frozen weights."""
+    folder = checkpoint_dir(run_folder)
+    found: dict[str, np.ndarray] = {}
+    for part in (state.frozen.get(name, ""), name):
+        if part:
+            try:
+                with np.load(folder / part, allow_pickle=False) as data:
+                    found.update({key: data[key] for key in data.files})
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                raise CheckpointDamaged(f"its file {part} is truncated or damaged") from err
     try:
-        with np.load(path, allow_pickle=False) as data:
-            weights = [data[f"w{i:05d}"] for i in range(n_weights)]
-            optimizer = [data[f"o{i:05d}"] for i in range(n_optimizer)] if n_optimizer is not None else []
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise CheckpointDamaged(f"its file {name} is truncated or damaged") from err
-    return weights, optimizer
+        weights = [found[f"w{i:05d}"] for i in range(state.n_weights)]
+        opt = [found[f"o{i:05d}"] for i in range(state.n_optimizer)] if optimizer else []
+    except KeyError as err:
+        raise CheckpointDamaged(f"its file {name} lacks the array {err.args[0]}") from err
+    return weights, opt
 
 
 def assign(variables: list[Any], arrays: list[np.ndarray], what: str) -> None:
@@ -289,8 +326,8 @@ def plan_resume(store: RunStore, run_id: str) -> ResumePlan:
         if state is None:
             raise UserError(f"Run {run_id} has no checkpoint to resume from (it ended before its first epoch did, "
                             f"or an older CNN Lab trained it): {again}.")
-        weights, optimizer = read_arrays(folder, state.weights, state.n_weights, state.n_optimizer)
-        kept = weights if state.kept == state.weights else read_arrays(folder, state.kept, state.n_weights, None)[0]
+        weights, optimizer = read_arrays(folder, state, state.weights)
+        kept = weights if state.kept == state.weights else read_arrays(folder, state, state.kept, optimizer=False)[0]
     except CheckpointDamaged as err:
         raise CheckpointDamaged(f"Run {run_id} cannot be resumed because its checkpoint is damaged ({err}): {again}.") from err
     numbers = [e["epoch"] for e in store.epochs(run_id)]

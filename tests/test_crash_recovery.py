@@ -119,7 +119,7 @@ def _resume_after_the_kill(store: RunStore, manager: TrainingManager, killed: st
     before = store.epochs(killed)
     folder = store.run_dir(killed)
     state = checkpoint.read_state(folder)
-    saved, _ = checkpoint.read_arrays(folder, state.weights, state.n_weights, 0)
+    saved, _ = checkpoint.read_arrays(folder, state, state.weights, optimizer=False)
     restored: list[list[np.ndarray]] = []
     original = checkpoint.restore_training_state
 

@@ -101,16 +101,24 @@ def test_a_stopped_run_resumes_under_the_same_id_and_continues_its_optimizer(cop
 
 def test_checkpoint_restores_weights_and_optimizer_state_exactly(tmp_path: Path) -> None:
     def model() -> keras.Model:
-        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="frozen"),
+                              keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+        m.get_layer("frozen").trainable = False  # like a transfer model's backbone
         m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
         return m
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, 32)
     trained = model()
-    trained.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    state = checkpoint.write_checkpoint(tmp_path, trained, epoch=2, previous=None, kept_epoch=2, kept_weights=None)
-    weights, opt = checkpoint.read_arrays(tmp_path, state.weights, state.n_weights, state.n_optimizer)
+    trained.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    first = checkpoint.write_checkpoint(tmp_path, trained, epoch=1, previous=None, kept_epoch=1, kept_weights=None)
+    trained.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    state = checkpoint.write_checkpoint(tmp_path, trained, epoch=2, previous=first, kept_epoch=2, kept_weights=None)
+    files = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
+    assert len([f for f in files if f.startswith("frozen-")]) == 1  # the frozen layer's weights: written once
+    with np.load(checkpoint.checkpoint_dir(tmp_path) / state.weights) as epoch_file:
+        assert len([k for k in epoch_file.files if k.startswith("w")]) == len(trained.weights) - 2
+    weights, opt = checkpoint.read_arrays(tmp_path, state, state.weights)
     fresh = model()
     checkpoint.restore_training_state(fresh, weights, opt)
     for a, b in zip(trained.weights + trained.optimizer.variables, fresh.weights + fresh.optimizer.variables):
