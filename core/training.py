@@ -468,60 +468,6 @@ class _Job:
             np.savez(tmp, probs=np.stack(self.epoch_probs), labels=self.val_labels,
                      files=np.array(self.val_files, dtype=str))
 
-    # ------------------------------------------------------------ checkpoints (core.checkpoint)
-
-    def _write_checkpoint(self, epoch: int, model: Any, others: list[Any]) -> None:
-        """After a recorded epoch: weights + optimizer + the job's state, atomically (a full disk fails the run)."""
-        if self.live.epoch != epoch + 1 or self.nan_epoch is not None:
-            return  # the epoch was cut short and not recorded: the previous checkpoint stays the last one
-        t = time.perf_counter()
-        self.checkpoint_state = checkpoint.write_checkpoint(
-            self.folder, model, epoch=epoch + 1, previous=self.checkpoint_state,
-            kept_epoch=epoch + 1 if self.keep == "last" else self.best_epoch,
-            kept_weights=[value for _, value in self.kept_weights] if self.kept_weights else None,
-            best_epoch=self.best_epoch, best_value=self.best_value, phase=self.phase,
-            fine_tune_start=self.fine_tune_start,
-            phase_done=bool(getattr(model, "stop_training", False)) and not self.stop_requested,
-            callbacks=checkpoint.callback_state(others), split_hash=self.split_hash,
-            train_seconds=self.train_seconds, train_images=self.train_images,
-            fit_seconds=self.fit_seconds_before + (time.perf_counter() - self.fit_t0))
-        self.checkpoint_seconds += time.perf_counter() - t
-        self.checkpoints += 1
-
-    def _apply_resumed_callbacks(self, others: list[Any]) -> None:
-        """On the first fit after a resume: early-stopping / LR counters as they were after the checkpoint."""
-        if self.resumed_callbacks:
-            checkpoint.apply_callback_state(others, self.resumed_callbacks)
-        self.resumed_callbacks = None
-
-    def _resume_from_checkpoint(self, model: Any) -> checkpoint.CheckpointState:
-        """Put the job and the model back where the checkpoint left them; returns the checkpoint's state."""
-        plan = self.resume
-        state = plan.state
-        self.best_value, self.best_epoch = state.best_value, state.best_epoch
-        self.train_seconds, self.train_images = state.train_seconds, state.train_images
-        self.fit_seconds_before = state.fit_seconds
-        self.checkpoint_state, self.resumed_callbacks = state, state.callbacks
-        self.phase, self.fine_tune_start = state.phase, state.fine_tune_start
-        if self.val_ds is not None and plan.epoch_probs is None:
-            self.log("warning", "The validation predictions of the earlier epochs could not be read back, so this "
-                                "run has no epoch rewind.")
-            self.epoch_probs = None
-            with contextlib.suppress(OSError):
-                (self.folder / "epoch_predictions.npz").unlink()
-        elif self.val_ds is not None:
-            self.epoch_probs = list(plan.epoch_probs)
-        checkpoint.assign(model.weights, plan.kept, "weight")
-        self.kept_weights = _copy_weights(model)
-        if plan.rewrite_model:  # model.keras was saved after the checkpoint (or is gone): match the kept epoch
-            with atomic_path(self.folder / "model.keras") as tmp:
-                model.save(tmp)
-        if state.phase == "main":
-            checkpoint.restore_training_state(model, plan.weights, plan.optimizer)
-        self.log("info", f"Resumed from the checkpoint after epoch {state.epoch} (kept model: epoch "
-                         f"{state.kept_epoch}).")
-        return state
-
     # ------------------------------------------------------------ the run
 
     def run(self) -> None:
@@ -740,6 +686,60 @@ class _Job:
         self.live.update(result=result)
         self.log("info", f"{split_name.capitalize()} accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}"
                          f" (model from epoch {self.best_epoch}).")
+
+    # ------------------------------------------------------------ checkpoints (core.checkpoint)
+
+    def _write_checkpoint(self, epoch: int, model: Any, others: list[Any]) -> None:
+        """After a recorded epoch: weights + optimizer + the job's state, atomically (a full disk fails the run)."""
+        if self.live.epoch != epoch + 1 or self.nan_epoch is not None:
+            return  # the epoch was cut short and not recorded: the previous checkpoint stays the last one
+        t = time.perf_counter()
+        self.checkpoint_state = checkpoint.write_checkpoint(
+            self.folder, model, epoch=epoch + 1, previous=self.checkpoint_state,
+            kept_epoch=epoch + 1 if self.keep == "last" else self.best_epoch,
+            kept_weights=[value for _, value in self.kept_weights] if self.kept_weights else None,
+            best_epoch=self.best_epoch, best_value=self.best_value, phase=self.phase,
+            fine_tune_start=self.fine_tune_start,
+            phase_done=bool(getattr(model, "stop_training", False)) and not self.stop_requested,
+            callbacks=checkpoint.callback_state(others), split_hash=self.split_hash,
+            train_seconds=self.train_seconds, train_images=self.train_images,
+            fit_seconds=self.fit_seconds_before + (time.perf_counter() - self.fit_t0))
+        self.checkpoint_seconds += time.perf_counter() - t
+        self.checkpoints += 1
+
+    def _apply_resumed_callbacks(self, others: list[Any]) -> None:
+        """On the first fit after a resume: early-stopping / LR counters as they were after the checkpoint."""
+        if self.resumed_callbacks:
+            checkpoint.apply_callback_state(others, self.resumed_callbacks)
+        self.resumed_callbacks = None
+
+    def _resume_from_checkpoint(self, model: Any) -> checkpoint.CheckpointState:
+        """Put the job and the model back where the checkpoint left them; returns the checkpoint's state."""
+        plan = self.resume
+        state = plan.state
+        self.best_value, self.best_epoch = state.best_value, state.best_epoch
+        self.train_seconds, self.train_images = state.train_seconds, state.train_images
+        self.fit_seconds_before = state.fit_seconds
+        self.checkpoint_state, self.resumed_callbacks = state, state.callbacks
+        self.phase, self.fine_tune_start = state.phase, state.fine_tune_start
+        if self.val_ds is not None and plan.epoch_probs is None:
+            self.log("warning", "The validation predictions of the earlier epochs could not be read back, so this "
+                                "run has no epoch rewind.")
+            self.epoch_probs = None
+            with contextlib.suppress(OSError):
+                (self.folder / "epoch_predictions.npz").unlink()
+        elif self.val_ds is not None:
+            self.epoch_probs = list(plan.epoch_probs)
+        checkpoint.assign(model.weights, plan.kept, "weight")
+        self.kept_weights = _copy_weights(model)
+        if plan.rewrite_model:  # model.keras was saved after the checkpoint (or is gone): match the kept epoch
+            with atomic_path(self.folder / "model.keras") as tmp:
+                model.save(tmp)
+        if state.phase == "main":
+            checkpoint.restore_training_state(model, plan.weights, plan.optimizer)
+        self.log("info", f"Resumed from the checkpoint after epoch {state.epoch} (kept model: epoch "
+                         f"{state.kept_epoch}).")
+        return state
 
 
 def _copy_weights(model: Any) -> list[tuple[Any, np.ndarray]]:
