@@ -137,6 +137,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "finished" else 1
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from core.training import resume_to_completion
+
+    progress = None if args.json or args.quiet else _print_progress
+    summary = resume_to_completion(args.run_id, _store(args), on_progress=progress)
+    if args.json:
+        _print(args, summary, "")
+    else:
+        test = summary.get("test") or {}
+        print(
+            f"run {summary['run_id']} resumed: {summary['status']} after {len(summary['history'].get('loss', []))} epochs"
+            + (f" - test accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}" if test else "")
+            + (f" ({summary['message']})" if summary.get("message") else "")
+        )
+    return 0 if summary["status"] == "finished" else 1
+
+
 def _print_progress(snapshot: Any) -> None:
     h = snapshot.history
     if h.get("loss"):
@@ -263,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="a name for the run")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     add_split(p)
+
+    p = add("resume", cmd_resume, "Continue an interrupted or stopped run from its last checkpoint (same run id).")
+    p.add_argument("run_id")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 
     p = add("evaluate", cmd_evaluate, "Show a run's test metrics.")
     p.add_argument("run_id")

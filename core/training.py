@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from core import checkpoint
 from core.config import TrainConfig
 from core.errors import UserError
 from core.store import ACTIVE_STATUSES, RunRecord, RunStore, atomic_path, atomic_write_json
@@ -58,6 +59,7 @@ class RunSnapshot:
     started: float | None = None
     finished: float | None = None
     group: str = ""
+    resume_epoch: int | None = None  # epochs in the run's checkpoint: Resume continues after them (None: cannot)
 
     @property
     def active(self) -> bool:
@@ -96,6 +98,7 @@ class _LiveRun:
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.batch_history: list[dict[str, float]] = []
         self.result: dict[str, Any] | None = None
+        self.resume: checkpoint.ResumePlan | None = None  # set when this run continues from its checkpoint
 
     def update(self, **changes: Any) -> None:
         """Set fields atomically."""
@@ -126,7 +129,7 @@ def snapshot_from_record(store: RunStore, record: RunRecord) -> RunSnapshot:
         run_id=record.run_id, name=record.name, status=record.status, message=record.message, config=record.config,
         epoch=len(epochs), epochs_total=epochs_total(record.config), history=history, batch_history=batches,
         result=record.result, created=record.created, started=record.started, finished=record.finished,
-        group=record.group,
+        group=record.group, resume_epoch=checkpoint.resume_point(store, record.run_id, record.status, record.message),
     )
 
 
@@ -351,6 +354,14 @@ class _Job:
         self.last_epoch_overhead = 1.0
         self.monitor, self.mode = "val_loss", "min"
         self.keep = "best"
+        # Checkpoints (core.checkpoint): the phase being fitted, what the last one wrote, what a resume restores.
+        self.resume: checkpoint.ResumePlan | None = live.resume
+        self.phase, self.fine_tune_start = "main", None
+        self.split_hash = ""
+        self.checkpoint_state: checkpoint.CheckpointState | None = None
+        self.resumed_callbacks: list | None = None
+        self.checkpoint_seconds, self.checkpoints = 0.0, 0
+        self.fit_t0, self.fit_seconds_before = time.perf_counter(), 0.0
 
     # ------------------------------------------------------------ state
 
@@ -432,7 +443,7 @@ class _Job:
             "seconds": seconds,
         }
         self.store.add_epoch(self.run_id, epoch + 1, metrics)
-        if probs is not None:
+        if probs is not None and self.epoch_probs is not None:  # None: a resume could not recover them
             self.epoch_probs.append(probs.astype(np.float16))
             self._save_epoch_predictions()
         self._keep_if_better(epoch + 1, metrics, model)
@@ -526,11 +537,14 @@ class _Job:
         self.val_ds = None
         self.cached_context = None
         self.epoch_probs = []
+        self.resume = self.live.resume = None  # the checkpoint's arrays and the dataset
 
     def _finish(self, status: str, message: str | None) -> None:
         self.live.update(status=status, message=message, finished=time.time(), eta_seconds=None)
         try:
             self.store.set_status(self.run_id, status, message)
+            if status == "finished":
+                checkpoint.remove_checkpoint(self.folder)  # only an unfinished run resumes
         except Exception as err:  # noqa: BLE001 - the live record still shows the outcome
             self.live.update(message=f"{message or ''} (could not save the final status: {err})".strip())
         self.live.done.set()
@@ -540,7 +554,8 @@ class _Job:
         from core.models import build_model, count_params
 
         cfg = self.config
-        ds = load_dataset(cfg.data, cfg.split, home=self.store.home)
+        ds = self.resume.dataset if self.resume is not None else load_dataset(cfg.data, cfg.split, home=self.store.home)
+        self.split_hash = ds.split_hash
         train, val, test = ds.splits["train"], ds.splits.get("val"), ds.splits.get("test")
         if len(train) == 0:
             raise UserError("The training split has no images: add images or lower the validation and test shares.")
@@ -593,17 +608,25 @@ class _Job:
         self.keep = "best" if cfg.restore_best else "last"
         weights = class_weights_from_counts(train.labels, len(ds.class_names)) if cfg.class_weights else None
 
-        t0 = time.perf_counter()
+        t0 = self.fit_t0 = time.perf_counter()
         try:
-            self._fit_phase(model, train_ds, val_fit, weights, first=0, last=cfg.epochs)
-            if self._fine_tune_wanted():
+            resumed = self._resume_from_checkpoint(model) if self.resume is not None else None
+            if resumed is None or (resumed.phase == "main" and not resumed.phase_done and resumed.epoch < cfg.epochs):
+                self._fit_phase(model, train_ds, val_fit, weights, first=resumed.epoch if resumed else 0,
+                                last=cfg.epochs)
+            elif resumed.phase == "main":
+                self.resumed_callbacks = None  # the main phase is over: fine-tuning starts with fresh callbacks
+            if self._fine_tune_wanted() and not (resumed and resumed.phase == "fine_tune" and resumed.phase_done):
                 self._fine_tune(model, train_ds, val_fit, weights)
         except BaseException:
             with contextlib.suppress(Exception):  # keep what was learnt; the original error is what gets reported
                 self._keep_best_model(model)
             raise
-        self.fit_seconds = time.perf_counter() - t0
+        self.fit_seconds = time.perf_counter() - t0 + self.fit_seconds_before
         self._keep_best_model(model)
+        if self.checkpoints:
+            self.log("info", f"Checkpoints: {self.checkpoints} written, "
+                             f"{1000 * self.checkpoint_seconds / self.checkpoints:.0f} ms each on average.")
         if self.nan_epoch is not None:
             lower = cfg.learning_rate / 10
             raise _Diverged(f"The loss became {self.nan_kind} at epoch {self.nan_epoch}: "
@@ -643,6 +666,9 @@ class _Job:
                                                          patience=cfg.reduce_lr_patience, min_lr=1e-7))
         if cfg.lr_decay_rate > 0:
             cbs.append(decay_cb(min(cfg.lr_decay_rate, 0.99)))
+        others = cbs[1:]  # last: the checkpoint sees the epoch after early stopping and the LR callbacks did
+        cbs.append(checkpoint.checkpoint_callback(lambda: self._apply_resumed_callbacks(others),
+                                                  lambda epoch, model: self._write_checkpoint(epoch, model, others)))
         return cbs
 
     def _fit_phase(self, model: Any, train_ds: Any, val_ds: Any, weights: dict[int, float] | None, *, first: int,
@@ -666,7 +692,8 @@ class _Job:
         from core.models import unfreeze_top
 
         spec, cfg = self.config.model, self.config
-        if self.keep == "best":
+        resuming = self.resume is not None and self.resume.state.phase == "fine_tune"
+        if self.keep == "best" and not resuming:
             _restore_weights(model, self.kept_weights)
         unfreeze_top(model, spec.fine_tune_layers)
         self.kept_weights = _copy_weights(model)  # now with the backbone, which phase 1 left unchanged
@@ -674,8 +701,11 @@ class _Job:
         _compile(model, cfg, lr)
         self.log("info", f"Fine-tuning the top {spec.fine_tune_layers} backbone layers for {spec.fine_tune_epochs} "
                          f"epochs at learning rate {lr:g}.")
-        start = self.live.epoch
-        self._fit_phase(model, train_ds, val_ds, weights, first=start, last=start + spec.fine_tune_epochs)
+        start = self.resume.state.fine_tune_start if resuming else self.live.epoch
+        if resuming:
+            checkpoint.restore_training_state(model, self.resume.weights, self.resume.optimizer)
+        self.phase, self.fine_tune_start = "fine_tune", start
+        self._fit_phase(model, train_ds, val_ds, weights, first=self.live.epoch, last=start + spec.fine_tune_epochs)
 
     def _evaluate(self, model: Any, split: Any, split_name: str, ds: Any, params: dict[str, int]) -> None:
         """Score the kept model on the test split (validation if none) and write the result artifacts."""
@@ -713,6 +743,62 @@ class _Job:
         self.log("info", f"{split_name.capitalize()} accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}"
                          f" (model from epoch {self.best_epoch}).")
 
+    # ------------------------------------------------------------ checkpoints (core.checkpoint)
+
+    def _write_checkpoint(self, epoch: int, model: Any, others: list[Any]) -> None:
+        """After a recorded epoch: weights + optimizer + the job's state, atomically (a full disk fails the run)."""
+        if self.live.epoch != epoch + 1 or self.nan_epoch is not None:
+            return  # the epoch was cut short and not recorded: the previous checkpoint stays the last one
+        t = time.perf_counter()
+        self.checkpoint_state = checkpoint.write_checkpoint(
+            self.folder, model, epoch=epoch + 1, previous=self.checkpoint_state,
+            kept_epoch=epoch + 1 if self.keep == "last" else self.best_epoch,
+            kept_weights=_indexed(model, self.kept_weights) if self.kept_weights else None,
+            model_epoch=self.saved_epoch,
+            best_epoch=self.best_epoch, best_value=self.best_value, phase=self.phase,
+            fine_tune_start=self.fine_tune_start,
+            phase_done=bool(getattr(model, "stop_training", False)) and not self.stop_requested,
+            callbacks=checkpoint.callback_state(others), split_hash=self.split_hash,
+            train_seconds=self.train_seconds, train_images=self.train_images,
+            fit_seconds=self.fit_seconds_before + (time.perf_counter() - self.fit_t0))
+        self.checkpoint_seconds += time.perf_counter() - t
+        self.checkpoints += 1
+
+    def _apply_resumed_callbacks(self, others: list[Any]) -> None:
+        """On the first fit after a resume: early-stopping / LR counters as they were after the checkpoint."""
+        if self.resumed_callbacks:
+            checkpoint.apply_callback_state(others, self.resumed_callbacks)
+        self.resumed_callbacks = None
+
+    def _resume_from_checkpoint(self, model: Any) -> checkpoint.CheckpointState:
+        """Put the job and the model back where the checkpoint left them; returns the checkpoint's state."""
+        plan = self.resume
+        state = plan.state
+        self.best_value, self.best_epoch = state.best_value, state.best_epoch
+        self.train_seconds, self.train_images = state.train_seconds, state.train_images
+        self.fit_seconds_before = state.fit_seconds
+        self.checkpoint_state, self.resumed_callbacks = state, state.callbacks
+        self.phase, self.fine_tune_start = state.phase, state.fine_tune_start
+        if self.val_ds is not None and plan.epoch_probs is None:
+            self.log("warning", "The validation predictions of the earlier epochs could not be read back, so this "
+                                "run has no epoch rewind.")
+            self.epoch_probs = None
+            with contextlib.suppress(OSError):
+                (self.folder / "epoch_predictions.npz").unlink()
+        elif self.val_ds is not None:
+            self.epoch_probs = list(plan.epoch_probs)
+        checkpoint.assign(model.weights, plan.kept, "weight")
+        self.kept_weights = _copy_weights(model)
+        self.kept_epoch = self.saved_epoch = state.kept_epoch
+        if plan.rewrite_model:  # model.keras is not the kept epoch's (saved after the checkpoint, or not yet)
+            with atomic_path(self.folder / "model.keras") as tmp:
+                model.save(tmp)
+        if state.phase == "main":
+            checkpoint.restore_training_state(model, plan.weights, plan.optimizer)
+        self.log("info", f"Resumed from the checkpoint after epoch {state.epoch} (kept model: epoch "
+                         f"{state.kept_epoch}).")
+        return state
+
 
 def _estimated_save_seconds(model: Any) -> float:
     """Before the first save: about 10 ms a layer (Keras walks every layer's state), measured on 2 cores."""
@@ -727,6 +813,12 @@ def _copy_weights(model: Any) -> list[tuple[Any, np.ndarray]]:
     """
     frozen = {id(v) for layer in model.layers if not layer.trainable for v in layer.weights}
     return [(v, np.array(v.numpy())) for v in model.weights if id(v) not in frozen]
+
+
+def _indexed(model: Any, weights: list[tuple[Any, np.ndarray]]) -> dict[int, np.ndarray]:
+    """``_copy_weights`` pairs as ``{position in model.weights: value}`` (what a checkpoint stores)."""
+    position = {id(v): i for i, v in enumerate(model.weights)}
+    return {position[id(v)]: value for v, value in weights if id(v) in position}
 
 
 class _CachedImages:
@@ -816,6 +908,34 @@ class TrainingManager:
             self._schedule()
         return run_id
 
+    def resume(self, run_id: str, owner: str | None = None) -> str:
+        """Queue an interrupted or stopped run again under its id: it continues after its last checkpoint.
+
+        Its epochs so far stay, later ones are appended, and it ends with the usual evaluation. A run
+        that cannot resume (no checkpoint, folder deleted, damaged checkpoint, changed dataset, not
+        interrupted or stopped) raises UserError with a sentence that says to use Run again instead.
+        """
+        with self._lock:
+            self._refuse_if_live(run_id)
+            self._check_queue_limits(owner)
+        plan = checkpoint.plan_resume(self.store, run_id)  # reads the checkpoint and the dataset: not under the lock
+        with self._lock:
+            self._refuse_if_live(run_id)
+            self._check_queue_limits(owner)
+            live = _resumed_live(self.store, plan)
+            self._runs[run_id] = live
+            if owner:
+                self._owners[run_id] = owner
+            self._queue.append(run_id)
+            self._schedule()
+        return run_id
+
+    def _refuse_if_live(self, run_id: str) -> None:
+        live = self._runs.get(run_id)
+        if live is not None and not live.done.is_set():
+            doing = "waiting in the queue" if live.status == "queued" else "training"
+            raise UserError(f"Run {run_id} is still {doing}, so there is nothing to resume yet.")
+
     def _check_queue_limits(self, owner: str | None) -> None:
         """Refuse a new run with a sentence when the queue (or this session's share of it) is full."""
         if self.max_queued is not None and len(self._queue) >= self.max_queued:
@@ -886,7 +1006,7 @@ class TrainingManager:
         with self._lock:
             live = self._runs.get(run_id)
         if live is not None:
-            return live.snapshot()
+            return self._with_resume_point(live.snapshot())
         record = self.store.get(run_id)
         return snapshot_from_record(self.store, record) if record is not None else None
 
@@ -897,8 +1017,16 @@ class TrainingManager:
         out = []
         for record in self.store.list():
             run = live.get(record.run_id)
-            out.append(run.snapshot() if run is not None else snapshot_from_record(self.store, record))
+            out.append(self._with_resume_point(run.snapshot()) if run is not None
+                       else snapshot_from_record(self.store, record))
         return out
+
+    def _with_resume_point(self, snap: RunSnapshot) -> RunSnapshot:
+        """A live run that ended here (stopped, out of space) may resume: say from where."""
+        if snap.active:
+            return snap
+        point = checkpoint.resume_point(self.store, snap.run_id, snap.status, snap.message)
+        return dataclasses.replace(snap, resume_epoch=point) if point is not None else snap
 
     def delete(self, run_id: str, timeout: float = 60.0) -> None:
         """Stop the run if it is active, wait for its thread, then remove it and its files."""
@@ -1035,6 +1163,28 @@ def train_to_completion(config: TrainConfig, store: RunStore, on_progress: Progr
     live = _LiveRun(run_id, config.name, config, record.created if record else time.time())
     _Job(store, live, on_progress).run()
     return run_summary(live.snapshot())
+
+
+def resume_to_completion(run_id: str, store: RunStore, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Resume an interrupted or stopped run in this thread (``python -m core resume``); returns its summary."""
+    store.mark_interrupted()
+    live = _resumed_live(store, checkpoint.plan_resume(store, run_id))
+    _Job(store, live, on_progress).run()
+    return run_summary(live.snapshot())
+
+
+def _resumed_live(store: RunStore, plan: checkpoint.ResumePlan) -> _LiveRun:
+    """Queue the run again in the store; its live state starts with the epochs the checkpoint keeps."""
+    record, kept = plan.record, plan.state.epoch
+    store.reopen(record.run_id, kept)
+    store.add_event(record.run_id, "info", f"Resuming: training continues after epoch {kept}.")
+    live = _LiveRun(record.run_id, record.name, record.config, record.created)
+    epochs = store.epochs(record.run_id)
+    live.history = {k: [_nan_if_none(e.get(k)) for e in epochs] for k in HISTORY_KEYS}
+    live.batch_history = [{k: v for k, v in b.items() if k not in ("epoch", "batch")} for b in store.batches(record.run_id)]
+    live.epoch = len(epochs)
+    live.resume = plan
+    return live
 
 
 def run_summary(snap: RunSnapshot) -> dict[str, Any]:

@@ -247,6 +247,33 @@ def render_run(snap: Any, teacher: bool, key: str, compact: bool = False) -> Non
         render_learning_rate(snap, teacher, key)
     if snap.status != "finished":
         render_outcome(snap)
+        render_resume(snap)
+
+
+def render_resume(snap: Any) -> None:
+    """An interrupted or stopped run: resume it from its last checkpoint (same run), or run it again from epoch 1."""
+    if snap.active or (snap.status not in ("interrupted", "stopped") and snap.resume_epoch is None):
+        return
+    cols = st.columns(2)
+    if snap.resume_epoch is not None:
+        after = snap.resume_epoch
+        label = f"Resume from epoch {after + 1}" if after < snap.epochs_total else "Resume: evaluate the trained model"
+        if cols[0].button(label, key=f"train_resume_{snap.run_id}", type="primary", icon=":material/play_circle:",
+                          help=f"Continues this same run from the checkpoint saved after epoch {after}: "
+                               "its curves so far are kept."):
+            with user_errors():
+                get_manager().resume(snap.run_id, owner=session_owner())
+                st.rerun()
+    else:
+        cols[0].caption("There is no checkpoint to resume from (no epoch had finished), so it can only run again.")
+    if cols[1].button("Run again from epoch 1", key=f"train_again_{snap.run_id}", icon=":material/replay:",
+                      help="Queues a new run with exactly this configuration (seed included)."):
+        with user_errors():
+            from ui.repro import start_again
+
+            new_id = start_again(snap.run_id, None)
+            set_current_run_id(new_id)
+            st.rerun()
 
 
 def render_demo_lesson(snaps: Sequence[Any]) -> None:

@@ -1,4 +1,5 @@
-"""kill -9 mid-run: earlier runs stay intact and loadable, the killed run shows `interrupted` after a restart."""
+"""kill -9 mid-run: earlier runs stay intact and loadable, the killed run shows `interrupted` after a restart
+and resumes from its last checkpoint under the same id."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from core import checkpoint
 from core.datasets import load_dataset
 from core.evaluation import run_predictions
 from core.inference import Predictor
@@ -21,20 +25,31 @@ from core.training import TrainingManager
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 240.0
 
-# The child finishes one run, then starts a long one through the manager (as the app does) and trains on.
+# The child finishes one run, then starts a 5-epoch one through the manager (as the app does). Inside epoch 3
+# (after checkpoint 2) it says so and blocks, so the kill -9 lands mid-epoch at a known point.
 CHILD = """
-import sys
+import sys, threading
+import core.training as training
 from core.config import SplitConfig, TrainConfig
 from core.store import RunStore
 from core.training import TrainingManager, train_to_completion
 
+original = training._Job.batch_ended
+def batch_ended(job, batch, logs):
+    out = original(job, batch, logs)
+    if job.epoch_index == 2 and batch == 2:
+        print("MID_EPOCH_3", job.run_id, flush=True)
+        threading.Event().wait()
+    return out
+training._Job.batch_ended = batch_ended
+
 store = RunStore(sys.argv[1])
 cfg = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=10,
-                  epochs=1, seed=0)
+                  epochs=1, seed=0, learning_rate=3e-3)
 done = train_to_completion(cfg, store)
 print("FINISHED", done["run_id"], done["status"], flush=True)
 manager = TrainingManager(store)
-run_id = manager.start(cfg.replace(epochs=1000))
+run_id = manager.start(cfg.replace(epochs=5))
 print("STARTED", run_id, flush=True)
 manager.wait(run_id)
 """
@@ -59,7 +74,8 @@ def _expect(q: queue.Queue, word: str, log: Path) -> list[str]:
     return parts
 
 
-def test_kill_9_mid_run_leaves_earlier_runs_intact(home: Path, tmp_path: Path) -> None:
+def test_kill_9_mid_run_leaves_earlier_runs_intact_and_the_run_resumes(home: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "child.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(home)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -69,12 +85,9 @@ def test_kill_9_mid_run_leaves_earlier_runs_intact(home: Path, tmp_path: Path) -
         _, finished, status = _expect(q, "FINISHED", log)
         assert status == "finished"
         _, killed = _expect(q, "STARTED", log)
-        store = RunStore(home)
-        waiter = threading.Event()
-        while len(store.epochs(killed)) < 2 and proc.poll() is None and not waiter.wait(0.1):
-            pass  # let it record two epochs, then kill it in the middle of the third
+        assert _expect(q, "MID_EPOCH_3", log)[1] == killed
         assert proc.poll() is None, log.read_text()[-3000:]
-        assert store.get(killed).status == "running"
+        assert RunStore(home).get(killed).status == "running"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -84,7 +97,7 @@ def test_kill_9_mid_run_leaves_earlier_runs_intact(home: Path, tmp_path: Path) -
     assert killed in manager.recovered
     snap = manager.snapshot(killed)
     assert snap.status == "interrupted" and snap.message
-    assert len(snap.history["loss"]) >= 2  # its epochs so far are kept
+    assert len(snap.history["loss"]) == 2 and snap.resume_epoch == 2  # its epochs so far, and its checkpoint
     assert Predictor.from_run(store, killed).predict([np.zeros((8, 8, 1), np.uint8)]).shape == (1, 10)
 
     # The earlier run is intact: status, metrics, and a model that predicts what it predicted before.
@@ -97,3 +110,38 @@ def test_kill_9_mid_run_leaves_earlier_runs_intact(home: Path, tmp_path: Path) -
     again = Predictor.from_run(store, finished).predict([test.image(i) for i in range(len(test))])
     assert np.allclose(again, saved["probs"], atol=1e-4)
     assert store.mark_interrupted() == []  # nothing else was touched
+    _resume_after_the_kill(store, manager, killed, monkeypatch)
+
+
+def _resume_after_the_kill(store: RunStore, manager: TrainingManager, killed: str,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resume: same id, epochs 1..5 once each, the first two unchanged, training went on from the checkpoint."""
+    before = store.epochs(killed)
+    folder = store.run_dir(killed)
+    state = checkpoint.read_state(folder)
+    saved, _ = checkpoint.read_arrays(folder, state, state.weights, optimizer=False)
+    restored: list[list[np.ndarray]] = []
+    original = checkpoint.restore_training_state
+
+    def spy(model, weights, optimizer) -> None:  # the weights the resumed fit starts from
+        original(model, weights, optimizer)
+        restored.append(model.get_weights())
+
+    monkeypatch.setattr(checkpoint, "restore_training_state", spy)
+    t0 = time.perf_counter()
+    assert manager.resume(killed) == killed
+    done = manager.wait(killed, timeout=DEADLINE)
+    seconds = time.perf_counter() - t0
+    manager.shutdown()
+    assert done.run_id == killed and done.status == "finished", done.message
+    after = store.epochs(killed)
+    assert [e["epoch"] for e in after] == [1, 2, 3, 4, 5]  # each epoch exactly once
+    assert after[:2] == before  # the epochs before the kill are unchanged
+    assert len(restored) == 1 and all(np.array_equal(a, b) for a, b in zip(restored[0], saved))
+    losses = [e["loss"] for e in after]
+    # Training went on from the checkpoint: epoch 3 starts near epoch 2's loss, not back at epoch 1's.
+    assert abs(losses[2] - losses[1]) < abs(losses[2] - losses[0]), losses
+    assert done.result["epochs_completed"] == 5 and store.get(killed).result == done.result
+    assert Predictor.from_run(store, killed).predict([np.zeros((8, 8, 1), np.uint8)]).shape == (1, 10)
+    assert not list(folder.rglob(".*tmp*"))  # no temp file the kill left behind survives
+    print(f"\nresume after kill -9: epochs 3-5 + evaluation in {seconds:.1f} s")

@@ -189,3 +189,44 @@ def test_demo_pair_is_shown_side_by_side(app_home: Path) -> None:
     assert shown.index("demo plain") < shown.index("demo regularised")  # plain on the left
     assert "unrelated run" not in "\n".join(m.value for m in at.main.markdown)
     assert plain != regularised
+
+
+# ---------------------------------------------------------------- resume an interrupted run
+
+
+def test_an_interrupted_run_offers_resume_from_its_checkpoint_and_the_button_resumes_it(app_home: Path) -> None:
+    from core.store import RunStore
+    from core.training import TrainingManager
+    from tests.app.conftest import tiny_config
+    from tests.run_helpers import stopping_in_epoch
+    from ui.engine import get_manager, get_store
+
+    earlier = TrainingManager(RunStore(app_home))  # "the server before the crash", not the app's manager
+    with stopping_in_epoch(2):
+        run_id = earlier.start(tiny_config(epochs=3))
+        assert earlier.wait(run_id, timeout=TIMEOUT).status == "stopped"
+    # What a restart after kill -9 leaves (store.mark_interrupted): the run is interrupted after epoch 1.
+    RunStore(app_home).set_status(run_id, "interrupted", "The program stopped while this run was training; "
+                                                         "the epochs saved so far are kept.")
+
+    at = make_app(page=TRAIN, query={**FAST, "run": run_id})
+    at.run()
+    assert not at.exception
+    labels = {b.key: b.label for b in at.button}
+    assert labels[f"train_resume_{run_id}"] == "Resume from epoch 2"
+    assert labels[f"train_again_{run_id}"] == "Run again from epoch 1"
+    at.button(key=f"train_resume_{run_id}").click().run()
+    assert not at.exception and not at.error
+    snap = get_manager().wait(run_id, timeout=TIMEOUT)
+    assert snap.status == "finished", snap.message
+    assert [e["epoch"] for e in get_store().epochs(run_id)] == [1, 2, 3]  # the same run, epochs appended
+    at.run()
+    assert metric(at, "Test accuracy") == f"{snap.result['accuracy']:.1%}"
+    assert not [b for b in at.button if b.key in (f"train_resume_{run_id}", f"train_again_{run_id}")]
+
+
+def test_a_run_without_a_checkpoint_can_only_run_again(app_home: Path) -> None:
+    at = canned("interrupted")
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Run again from epoch 1"]
+    assert "There is no checkpoint to resume from" in texts(at)
