@@ -147,8 +147,9 @@ def run() -> dict:
            f"19 M-parameter dense layer) is nearly the whole epoch on a 2-core CPU: the training step alone runs at "
            f"{compute:.0f} img/s, so even an input pipeline that took no time at all would be at most {ceiling:.2f}x "
            f"faster than (a) (row 'ceiling'); the targets assume the input pipeline dominates, as it did on the "
-           f"course reports' GPUs. Tried on the model itself, none faster here: XLA (jit_compile), batch 64, "
-           f"TF_ENABLE_ONEDNN_OPTS=0, inter/intra-op thread settings (1/2, 2/1)")
+           f"course reports' GPUs. Tried on the model itself (training step, idle machine, img/s): default 22-27, "
+           f"TF_ENABLE_ONEDNN_OPTS=0 25-27, batch 64 24, inter/intra-op threads 1/2 and 2/1 21 and 19, XLA "
+           f"(jit_compile) 18 - nothing beyond the +-10 % noise")
     return result(1, TITLE, rows=rows, targets=[
         target("epoch vs (a) ImageDataGenerator", ratio_a, 3.0, why=why),
         target("epoch vs (b) image_dataset_from_directory", ratio_b, 1.5, why=why),
