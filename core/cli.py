@@ -125,16 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     progress = None if args.json or args.quiet else _print_progress
     summary = train_to_completion(config, store, on_progress=progress)
-    if args.json:
-        _print(args, summary, "")
-    else:
-        test = summary.get("test") or {}
-        print(
-            f"run {summary['run_id']}: {summary['status']}"
-            + (f" - test accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}" if test else "")
-            + (f" ({summary['message']})" if summary.get("message") else "")
-        )
-    return 0 if summary["status"] == "finished" else 1
+    return _report_run(args, summary, f"run {summary['run_id']}: {summary['status']}")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -142,12 +133,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     progress = None if args.json or args.quiet else _print_progress
     summary = resume_to_completion(args.run_id, _store(args), on_progress=progress)
+    epochs = len(summary["history"].get("loss", []))
+    return _report_run(args, summary, f"run {summary['run_id']} resumed: {summary['status']} after {epochs} epochs")
+
+
+def _report_run(args: argparse.Namespace, summary: dict[str, Any], headline: str) -> int:
+    """Print a run's summary (JSON, or one line: headline, test scores, message); exit 0 only if it finished."""
     if args.json:
         _print(args, summary, "")
     else:
         test = summary.get("test") or {}
         print(
-            f"run {summary['run_id']} resumed: {summary['status']} after {len(summary['history'].get('loss', []))} epochs"
+            headline
             + (f" - test accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}" if test else "")
             + (f" ({summary['message']})" if summary.get("message") else "")
         )

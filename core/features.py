@@ -380,14 +380,6 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, *, batch_size: int
     return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
 
 
-def plain_batches(features: np.ndarray, labels: np.ndarray, batch_size: int) -> Any:
-    """Features in order, batched (validation / evaluation)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((features.astype(np.float32), np.asarray(labels, dtype=np.int32)))
-    return ds.batch(batch_size)
-
-
 class _CallbackView:
     """What the run's callbacks see while only the head trains: the full model, except three things.
 

@@ -899,13 +899,8 @@ class TrainingManager:
             self._check_queue_limits(owner)
             run_id = self.store.create_run(config, name or config.name)
             record = self.store.get(run_id)
-            live = _LiveRun(run_id, record.name if record else name, config,
-                            record.created if record else time.time())
-            self._runs[run_id] = live
-            if owner:
-                self._owners[run_id] = owner
-            self._queue.append(run_id)
-            self._schedule()
+            self._enqueue(_LiveRun(run_id, record.name if record else name, config,
+                                   record.created if record else time.time()), owner)
         return run_id
 
     def resume(self, run_id: str, owner: str | None = None) -> str:
@@ -922,13 +917,16 @@ class TrainingManager:
         with self._lock:
             self._refuse_if_live(run_id)
             self._check_queue_limits(owner)
-            live = _resumed_live(self.store, plan)
-            self._runs[run_id] = live
-            if owner:
-                self._owners[run_id] = owner
-            self._queue.append(run_id)
-            self._schedule()
+            self._enqueue(_resumed_live(self.store, plan), owner)
         return run_id
+
+    def _enqueue(self, live: _LiveRun, owner: str | None) -> None:
+        """Put a run in the queue (under ``self._lock``) and start it if a slot is free."""
+        self._runs[live.run_id] = live
+        if owner:
+            self._owners[live.run_id] = owner
+        self._queue.append(live.run_id)
+        self._schedule()
 
     def _refuse_if_live(self, run_id: str) -> None:
         live = self._runs.get(run_id)
