@@ -95,7 +95,7 @@ def write_checkpoint(run_folder: Path | str, model: Any, *, epoch: int, previous
     """
     folder = checkpoint_dir(run_folder)
     variables = list(model.weights)
-    fixed = _frozen_indices(model, variables)
+    fixed = frozen_indices(model, variables)
     frozen_name = ""
     if fixed:
         frozen_name = f"frozen-{hashlib.blake2b(repr(fixed).encode(), digest_size=6).hexdigest()}.npz"
@@ -127,7 +127,7 @@ def write_checkpoint(run_folder: Path | str, model: Any, *, epoch: int, previous
     return state
 
 
-def _frozen_indices(model: Any, variables: list[Any]) -> list[int]:
+def frozen_indices(model: Any, variables: list[Any]) -> list[int]:
     """Positions in ``model.weights`` of the weights of frozen layers (training leaves them as they are)."""
     fixed: set[int] = set()
 

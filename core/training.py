@@ -808,11 +808,13 @@ def _estimated_save_seconds(model: Any) -> float:
 def _copy_weights(model: Any) -> list[tuple[Any, np.ndarray]]:
     """A copy of every weight that training can change, paired with its variable (order-proof).
 
-    A top-level layer with ``trainable=False`` (a frozen backbone) runs in inference mode and keeps its
-    weights, so they are not copied: for MobileNetV2 that is 99 % of the copy. Unfreezing must copy again.
+    Frozen layers run in inference mode and keep their weights (``checkpoint.frozen_indices``, the same
+    rule the checkpoint uses), so they are not copied: for a frozen MobileNetV2 that is 99 % of the copy.
+    Unfreezing must copy again.
     """
-    frozen = {id(v) for layer in model.layers if not layer.trainable for v in layer.weights}
-    return [(v, np.array(v.numpy())) for v in model.weights if id(v) not in frozen]
+    variables = list(model.weights)
+    fixed = set(checkpoint.frozen_indices(model, variables))
+    return [(v, np.array(v.numpy())) for i, v in enumerate(variables) if i not in fixed]
 
 
 def _indexed(model: Any, weights: list[tuple[Any, np.ndarray]]) -> dict[int, np.ndarray]:
