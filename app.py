@@ -1,13 +1,15 @@
 """CNN Lab: the frame every page runs in - page config, the shared sidebar, navigation.
 
 Run with ``streamlit run app.py``. Navigation is explicit (``st.navigation`` with our own sidebar
-links, the auto-discovered list switched off in .streamlit/config.toml): see pitfall 5 and
+links, the auto-discovered list switched off in .streamlit/config.toml): see docs/architecture.md (pitfall 5) and
 ``ui/__init__.py`` for why a fresh server's first deep link still lands in this frame.
 """
 
 from __future__ import annotations
 
 import ui  # noqa: F401  (first: leaves Streamlit's legacy pages/ mode on a fresh server)
+
+# isort: split
 
 from pathlib import Path
 from typing import Any
@@ -144,9 +146,10 @@ def main() -> None:
         st.divider()
         draw_runs()
         st.divider()
-        teacher_toggle()
-    if teacher_mode():
-        st.html(TEACHER_CSS)
+        if teacher_toggle():
+            # A markdown element of the sidebar, not st.html: style-only HTML goes to Streamlit's event
+            # container, which a new tab's first page load can clear (teacher mode then showed 16 px text).
+            st.markdown(TEACHER_CSS, unsafe_allow_html=True)
     nav.run()
 
 

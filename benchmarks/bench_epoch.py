@@ -2,7 +2,7 @@
 
 (a) the course reports' way: ``ImageDataGenerator(...).flow_from_directory`` + ``fit``;
 (b) the keras-io way: ``image_dataset_from_directory`` + augmentation map + ``fit``, no caching;
-CNN Lab: ``core.pipeline.make_tf_dataset`` (decoded once into uint8, augmentation on batches in the graph,
+CNN Lab: ``core.data.pipeline.make_tf_dataset`` (decoded once into uint8, augmentation on batches in the graph,
 prefetch) + the same model (``core.models.build_model("classic_3block")``) + ``fit``.
 """
 
@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, median, main_for, result, row, subset_folder, target,
+    SIGN_DIGITS,
+    Stopwatch,
+    main_for,
+    median,
+    result,
+    row,
+    subset_folder,
+    target,
 )
 
 PER_CLASS = 20  # 200 images: one epoch of the 150-px classic CNN takes ~10 s on 2 idle cores
@@ -27,7 +34,7 @@ def _model(n_classes: int):
     import keras
 
     from core.config import ModelSpec
-    from core.models import build_model
+    from core.models.registry import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(ModelSpec(name="classic_3block"), (IMAGE_SIZE, IMAGE_SIZE, 3), n_classes)
@@ -50,7 +57,7 @@ def keras_io_way(folder: Path):
     import tensorflow as tf
 
     from core.config import AugmentConfig
-    from core.pipeline import build_augmenter
+    from core.data.pipeline import build_augmenter
 
     ds = keras.utils.image_dataset_from_directory(str(folder), image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=BATCH,
                                                   label_mode="int", shuffle=True, seed=0, verbose=False)
@@ -61,8 +68,8 @@ def keras_io_way(folder: Path):
 
 def cnnlab_way(folder: Path):
     from core.config import AugmentConfig, SplitConfig
-    from core.datasets import load_dataset
-    from core.pipeline import make_tf_dataset
+    from core.data.pipeline import make_tf_dataset
+    from core.data.sources import load_dataset
 
     ds = load_dataset(str(folder), SplitConfig(val_fraction=0.0, test_fraction=0.0))
     return make_tf_dataset(ds.splits["train"], image_size=IMAGE_SIZE, channels=3, batch_size=BATCH,

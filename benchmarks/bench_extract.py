@@ -1,7 +1,7 @@
 """Benchmark 3: feature-extraction images/s, MobileNetV2-0.35 at 224 px, from JPEG files to pooled features.
 
 Baseline: the eager loop (Pillow decode + resize per file in Python, then ``extractor(batch)`` called
-eagerly, batch by batch). CNN Lab: ``make_tf_dataset`` (parallel decode) + ``core.features.extract_features``
+eagerly, batch by batch). CNN Lab: ``make_tf_dataset`` (parallel decode) + ``core.training.feature_cache.extract_features``
 (one traced graph). Both include decoding; CNN Lab's figure includes its one-off tracing.
 """
 
@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, have_weights, median, main_for, result, row, subset_folder, target,
+    SIGN_DIGITS,
+    Stopwatch,
+    have_weights,
+    main_for,
+    median,
+    result,
+    row,
+    subset_folder,
+    target,
 )
 
 PER_CLASS = 30  # 300 photos
@@ -50,9 +58,9 @@ def eager_loop(extractor, files: list[str]) -> float:
 
 
 def cnnlab(extractor, files: list[str], labels: np.ndarray) -> float:
-    from core.datasets import Split
-    from core.features import extract_features
-    from core.pipeline import make_tf_dataset
+    from core.data.dataset import Split
+    from core.data.pipeline import make_tf_dataset
+    from core.training.feature_cache import extract_features
 
     with Stopwatch() as t:
         ds = make_tf_dataset(Split(labels=labels, files=files), image_size=SIZE, channels=3, batch_size=64,
@@ -66,7 +74,7 @@ def model_only(extractor, seconds: float = 4.0) -> tuple[float, float]:
     """Images/s of the model call alone on one in-memory batch: (eager call, traced graph)."""
     import tensorflow as tf
 
-    from core.features import extract_features
+    from core.training.feature_cache import extract_features
 
     x = np.random.default_rng(0).uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype(np.float32)
     batch = tf.data.Dataset.from_tensors((x, np.zeros(BATCH, np.int32)))
@@ -87,7 +95,7 @@ def run() -> dict:
     if not have_weights():
         return result(3, TITLE, status="skipped", reason="../shared/keras/models (offline ImageNet weights) is absent")
     from core.config import ModelSpec
-    from core.models import feature_extractor
+    from core.models.transfer import feature_extractor
 
     folder = Path(tempfile.mkdtemp(prefix="bench-extract-")) / "data"
     subset_folder(SIGN_DIGITS, folder, PER_CLASS, max_pixels=1000 * 1000)

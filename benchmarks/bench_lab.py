@@ -27,17 +27,10 @@ TARGET_SECONDS = 300.0
 
 def run() -> dict:
     """Queue the lab on a fresh manager, wait for it, collect the figures."""
-    from core.experiments import (
-        group_status,
-        lab_experiment,
-        learning_curve_ordered,
-        learning_curve_points,
-        queue_experiment,
-        results_table,
-        wait_group,
-    )
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.store.runs import RunStore
+    from core.training.experiments.groups import group_status, queue_experiment, results_table, wait_group
+    from core.training.experiments.lab import lab_experiment, learning_curve_ordered, learning_curve_points
+    from core.training.manager import TrainingManager
 
     manager = TrainingManager(RunStore(Path(os.environ["CNNLAB_HOME"])))
     load_before = os.getloadavg()

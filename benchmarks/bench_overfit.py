@@ -1,7 +1,7 @@
 """Benchmark 6: time from Start to visible train/validation divergence for the overfitting demo preset.
 
 Starts the demo run through ``TrainingManager.start`` (what the Train page's button does) and polls its
-snapshot like the page's fragment; the divergence is visible when ``core.curves.overfitting_onset``
+snapshot like the page's fragment; the divergence is visible when ``core.training.curves.overfitting_onset``
 reports overfitting on the live history (what the chart marks).
 """
 
@@ -19,25 +19,15 @@ LIMIT_SECONDS = 180.0
 TITLE = "Overfitting demo: Start to visible train/validation divergence"
 
 
-def demo_config():
-    """The plain demo run of pages/train.py (``demo_config(regularised=False)``), rebuilt without Streamlit."""
-    from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
-
-    return TrainConfig(data="builtin:digits", split=SplitConfig(val_fraction=0.3, test_fraction=0.2, seed=0,
-                                                                train_fraction=0.1),
-                       model=ModelSpec(name="overfit_demo"), image_size=32, batch_size=16, epochs=40,
-                       learning_rate=1e-3, augment=AugmentConfig(), early_stopping_patience=0, seed=0,
-                       name="Overfitting demo: few images, big head")
-
-
 def run() -> dict:
-    from core.curves import overfitting_onset
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.store.runs import RunStore
+    from core.training.curves import overfitting_onset
+    from core.training.experiments.demo import demo_config
+    from core.training.manager import TrainingManager
 
     manager = TrainingManager(RunStore(Path(tempfile.mkdtemp(prefix="bench-overfit-"))))
     t0 = time.perf_counter()
-    run_id = manager.start(demo_config())
+    run_id = manager.start(demo_config(regularised=False))
     seen_at = first_epoch_at = None
     onset = None
     tick = threading.Event()

@@ -1,7 +1,7 @@
 """Benchmark 5: single-image predict latency p50/p95, tiny CNN and MobileNetV2-0.35, through the product's Predictor.
 
-Baseline: ``model.predict(x)`` on one image (what a notebook does). CNN Lab: ``core.inference.Predictor.predict``
-(the Classify page's path, resize included) and ``core.features.predict_function`` (a traced graph).
+Baseline: ``model.predict(x)`` on one image (what a notebook does). CNN Lab: ``core.serving.predictor.Predictor.predict``
+(the Classify page's path, resize included) and ``core.models.runtime.predict_function`` (a traced graph).
 Each model is saved to ``.keras`` and loaded back first, as a run's model is.
 """
 
@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks import have_weights, percentile, main_for, result, row, target
+from benchmarks import have_weights, main_for, percentile, result, row, target
 
 CALLS = 60
 WARMUP = 5
@@ -35,9 +35,9 @@ def _latencies(fn: Callable[[], object]) -> list[float]:
 def _measure(name: str, spec, size: int, n_classes: int = 10) -> tuple[list[dict], float]:
     import keras
 
-    from core.features import predict_function
-    from core.inference import Predictor
-    from core.models import build_model
+    from core.models.registry import build_model
+    from core.models.runtime import predict_function
+    from core.serving.predictor import Predictor
 
     model = build_model(spec, (size, size, 3), n_classes)
     path = Path(tempfile.mkdtemp(prefix="bench-predict-")) / "model.keras"

@@ -6,7 +6,6 @@ process that loads the folder and streams one shuffled epoch through ``make_tf_d
 
 from __future__ import annotations
 
-
 from benchmarks import main_for, result, row, target
 
 SIZES = (6_000, 60_000)

@@ -11,7 +11,14 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import (
-    SIGN_DIGITS, Stopwatch, have_weights, main_for, result, row, subset_folder, target,
+    SIGN_DIGITS,
+    Stopwatch,
+    have_weights,
+    main_for,
+    result,
+    row,
+    subset_folder,
+    target,
 )
 
 PER_CLASS = 1000  # all 2,059 typical photos (the three 3024x3024 ones left out) -> 70/15/15
@@ -30,7 +37,7 @@ def _config(folder: Path, cached: bool, augment: str = "none"):
 
 
 def _train(cfg, store) -> tuple[dict, float, list[str]]:
-    from core.training import train_to_completion
+    from core.training.manager import train_to_completion
 
     with Stopwatch() as t:
         summary = train_to_completion(cfg, store)
@@ -45,7 +52,7 @@ def run() -> dict:
         return result(2, TITLE, status="skipped", reason="../shared/datasets/sign-language-digits is absent")
     if not have_weights():
         return result(2, TITLE, status="skipped", reason="../shared/keras/models (offline ImageNet weights) is absent")
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     folder = Path(tempfile.mkdtemp(prefix="bench-transfer-")) / "data"
     n = subset_folder(SIGN_DIGITS, folder, PER_CLASS, max_pixels=1000 * 1000)
@@ -74,7 +81,7 @@ def run() -> dict:
         row("the 10 epochs alone (sum of epoch seconds)", "full / cached warm = ratio",
             f"{epochs_full:.1f} s / {epochs_warm:.1f} s = {epochs_full / epochs_warm:.1f}x"),
     ]
-    from core.datasets import load_dataset
+    from core.data.sources import load_dataset
 
     splits = load_dataset(str(folder), _config(folder, cached=True).split).splits
     sizes = {k: len(splits[k]) for k in ("train", "val", "test")}

@@ -1,6 +1,6 @@
 """Benchmark 7: live webcam frame rate without a camera - synthetic 640x480 frames through the page's own callback.
 
-The frames go through ``core.live.video_frame_callback`` (``av.VideoFrame`` in and out, exactly what
+The frames go through ``core.serving.live.video_frame_callback`` (``av.VideoFrame`` in and out, exactly what
 streamlit-webrtc calls per frame) around a ``FrameClassifier`` on a model saved to ``.keras`` and loaded
 back like a run's model. Three ways, for the tiny CNN and MobileNetV2-0.35 (ImageNet weights) at 160 px:
 
@@ -62,8 +62,8 @@ def load_predictor(name: str, spec: Any, n_classes: int = 3) -> Any:
     """The model built, saved to .keras and loaded back through ``Predictor.from_file`` (a run's path)."""
     import keras
 
-    from core.inference import Predictor
-    from core.models import build_model
+    from core.models.registry import build_model
+    from core.serving.predictor import Predictor
 
     keras.utils.set_random_seed(0)
     model = build_model(spec, (IMAGE_SIZE, IMAGE_SIZE, 3), n_classes)
@@ -74,7 +74,7 @@ def load_predictor(name: str, spec: Any, n_classes: int = 3) -> Any:
 
 def measure_live(predictor: Any, frames: list[Any], *, gradcam: bool, seconds: float = SECONDS) -> dict[str, float]:
     """Frames at CAMERA_FPS through the callback; the worker classifies the newest one."""
-    from core.live import FrameClassifier, video_frame_callback
+    from core.serving.live import FrameClassifier, video_frame_callback
 
     classifier = FrameClassifier(predictor, gradcam=gradcam)
     callback = video_frame_callback(classifier)
@@ -125,7 +125,7 @@ def feed(callback: Any, frames: list[Any], seconds: float, period: float, pace: 
 
 def measure_every_frame(predictor: Any, frames: list[Any], count: int = EVERY_FRAME_COUNT) -> dict[str, float]:
     """Each frame classified inline through the callback, back to back."""
-    from core.live import FrameClassifier, video_frame_callback
+    from core.serving.live import FrameClassifier, video_frame_callback
 
     classifier = FrameClassifier(predictor, background=False)
     callback = video_frame_callback(classifier)
@@ -173,7 +173,7 @@ def run(seconds: float = SECONDS) -> dict[str, Any]:
     if weights is None:
         notes.append("../shared/keras/models is absent: MobileNetV2 measured with weights=None (same speed).")
     notes.append(f"{seconds:.0f} s per setup after warm-up; frames are av.VideoFrame 640x480 through "
-                 "core.live.video_frame_callback, the function the Classify page gives streamlit-webrtc.")
+                 "core.serving.live.video_frame_callback, the function the Classify page gives streamlit-webrtc.")
     out = result(BENCH, TITLE, rows=rows, targets=targets, notes=notes)
     write_results(out, numbers)
     return out

@@ -70,8 +70,8 @@ def child(folder: Path, mode: str) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(ROOT))
     from core.config import SplitConfig
-    from core.datasets import load_dataset
-    from core.pipeline import make_tf_dataset
+    from core.data.pipeline import make_tf_dataset
+    from core.data.sources import load_dataset
 
     start = rss_mb()
     t0 = time.perf_counter()
@@ -102,9 +102,9 @@ def throughput_child(folder: Path, route: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
-    from core import pipeline
     from core.config import SplitConfig
-    from core.datasets import load_dataset
+    from core.data import pipeline
+    from core.data.sources import load_dataset
 
     if route == "python":
         pipeline._decoder_codes = lambda split, channels: np.zeros(len(split), np.int32)

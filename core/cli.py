@@ -40,7 +40,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def _store(args: argparse.Namespace):
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     return RunStore(args.home)
 
@@ -49,7 +49,7 @@ def _store(args: argparse.Namespace):
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from core.datasets import list_builtin
+    from core.data.builtin import list_builtin
 
     infos = list_builtin()
     rows = [
@@ -62,7 +62,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from core.config import SplitConfig
-    from core.datasets import health_report, load_dataset
+    from core.data.health import health_report
+    from core.data.sources import load_dataset
 
     split = SplitConfig(
         val_fraction=args.val_split,
@@ -79,7 +80,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from core.models import list_models
+    from core.models.registry import list_models
 
     infos = list_models()
     text = "\n".join(f"{m.name:<28} {m.kind:<9} {m.description}" for m in infos)
@@ -119,7 +120,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.training import train_to_completion
+    from core.training.manager import train_to_completion
 
     store = _store(args)
     config = _train_config(args)
@@ -129,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from core.training import resume_to_completion
+    from core.training.manager import resume_to_completion
 
     progress = None if args.json or args.quiet else _print_progress
     summary = resume_to_completion(args.run_id, _store(args), on_progress=progress)
@@ -167,9 +168,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     record = store.get(args.run_id)
     if record is None:
         raise UserError(f"There is no run '{args.run_id}': `python -m core runs` lists them.")
-    if not record.result:
-        raise UserError(f"Run {args.run_id} has no test results (its status is {record.status}).")
     r = record.result
+    if not r and record.status in ("interrupted", "failed", "stopped"):
+        from core.training.results import evaluate_unfinished
+
+        r = evaluate_unfinished(store, args.run_id)  # from the model its checkpoint keeps
+    if not r:
+        raise UserError(f"Run {args.run_id} has no test results (its status is {record.status}).")
     text = [f"run {record.run_id} ({record.name}) - {record.status}"]
     for key in ("accuracy", "precision", "recall", "f1", "macro_f1"):
         if key in r:
@@ -184,8 +189,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.images import decode_image
-    from core.inference import Predictor
+    from core.data.images import decode_image
+    from core.serving.predictor import Predictor
 
     predictor = Predictor.from_run(_store(args), args.run_id)
     out = []
@@ -219,7 +224,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export import export_run
+    from core.serving.export import export_run
 
     report = export_run(_store(args), args.run_id, args.format, Path(args.out))
     _print(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from core.errors import UserError
 
@@ -220,3 +221,53 @@ class TrainConfig(_JsonMixin):
             raise UserError("The number of epochs must be between 1 and 1000.")
         if not 0 < self.learning_rate < 10:
             raise UserError("The learning rate must be a positive number below 10.")
+
+
+# ---------------------------------------------------------------- changing a config by dotted paths
+
+
+def apply_changes(config: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with dotted-path changes (``{"split.label_noise": 0.1, "class_weights": True}``).
+
+    ``augment`` also takes a preset name or a dict of ``AugmentConfig`` fields; a path through
+    ``model.custom`` needs a custom model. Invalid values raise the config's own ``UserError``.
+    """
+    for path, value in changes.items():
+        if path == "augment" and isinstance(value, str):
+            value = AugmentConfig.preset(value)
+        elif path == "augment" and isinstance(value, Mapping):
+            value = AugmentConfig.from_dict(dict(value))
+        config = _set_path(config, path.split("."), value)
+    return config
+
+
+def _set_path(obj: Any, parts: list[str], value: Any) -> Any:
+    head = parts[0]
+    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
+        raise UserError(f"'{head}' is not a setting that can be changed here.")
+    if len(parts) == 1:
+        return dataclasses.replace(obj, **{head: value})
+    inner = getattr(obj, head)
+    if inner is None:
+        raise UserError(f"'{head}' is not set in this configuration, so '{'.'.join(parts[1:])}' cannot change.")
+    return dataclasses.replace(obj, **{head: _set_path(inner, parts[1:], value)})
+
+
+def get_path(config: Any, path: str) -> Any:
+    """The value at a dotted path (None when a part is missing)."""
+    for part in path.split("."):
+        config = getattr(config, part, None)
+        if config is None:
+            return None
+    return config
+
+
+# ---------------------------------------------------------------- limits from the environment
+
+
+def env_limit(value: int | None, env: str) -> int | None:
+    """An explicit limit, else a positive integer from the environment variable ``env``, else None (off)."""
+    if value is not None:
+        return max(int(value), 0)
+    text = os.environ.get(env, "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None

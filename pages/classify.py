@@ -1,23 +1,21 @@
 """Classify: show a model your own photos - upload one or many, or take a snapshot - and see what it says.
 
 The answer comes with the top-k probabilities, a 'not sure' verdict below a threshold you set, the small
-image the model actually saw and (when the engine has it) a Grad-CAM heat map. Input modes are tabs;
-the live webcam tab appears when ``ui/webcam.py`` provides ``live_webcam(predictor, model_key,
-threshold, top_k, gradcam)`` (issue 7), with the same arguments the snapshot tab gets here.
+image the model actually saw and a Grad-CAM heat map. Input modes are tabs: uploads, a snapshot, and the
+live webcam (``ui.webcam.live_webcam``, given the same arguments as the snapshot tab).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core import plots_eval
-from core.classify import PhotoResult, classify_photos, results_csv, results_rows
-from core.images import IMAGE_EXTENSIONS
+from core.data.images import IMAGE_EXTENSIONS
+from core.plots.evaluation import top_k_figure
+from core.serving.classify import PhotoResult, classify_photos, results_csv, results_rows
 from ui.common import advanced, explain, run_picker, teacher_mode, user_errors
 from ui.engine import get_predictor
 from ui.gallery import data_url, for_display, gradcam_controls, gradcam_image
@@ -30,17 +28,10 @@ PHOTO_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 # ---------------------------------------------------------------- the model
 
 
-def model_import_available() -> bool:
-    """Whether the engine can load models from elsewhere (``core/model_import.py``, issue 7)."""
-    return importlib.util.find_spec("core.model_import") is not None  # no import: it loads TensorFlow
-
-
 def choose_model() -> tuple[Any, str, str] | None:
     """(predictor, a key naming the model, a description) for a finished run or an uploaded model file."""
-    source = RUN_SOURCE
-    if model_import_available():
-        source = st.segmented_control("Model", [RUN_SOURCE, FILE_SOURCE], default=RUN_SOURCE, required=True,
-                                      key="cls_source") or RUN_SOURCE
+    source = st.segmented_control("Model", [RUN_SOURCE, FILE_SOURCE], default=RUN_SOURCE, required=True,
+                                  key="cls_source") or RUN_SOURCE
     if source == FILE_SOURCE:
         return uploaded_model()
     run_id = run_picker("Run", key="cls_run", statuses=("finished", "stopped"))
@@ -55,7 +46,7 @@ def choose_model() -> tuple[Any, str, str] | None:
 
 
 def uploaded_model() -> tuple[Any, str, str] | None:
-    """A model file the user uploads (.keras, older .h5, a Teachable Machine or CNN Lab export) - issue 7."""
+    """A model file the user uploads (.keras, older .h5, a Teachable Machine or CNN Lab export)."""
     left, right = st.columns([2, 1])
     model_file = left.file_uploader(
         "Model file", type=["keras", "h5", "zip"], key="cls_model_file",
@@ -81,7 +72,7 @@ def uploaded_model() -> tuple[Any, str, str] | None:
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _load_user_model(key: str, name: str, _data: bytes, _labels: bytes | None) -> Any:
     """One imported model per distinct upload (keyed by the files' hash): loading is slow, reruns are not."""
-    from core.model_import import load_user_model
+    from core.serving.model_import import load_user_model
 
     return load_user_model(_data, name, labels=_labels)
 
@@ -128,13 +119,14 @@ def show_result(result: PhotoResult, predictor: Any, model_key: str, threshold: 
         on, alpha = gradcam
         if on:
             with user_errors():
-                picture = gradcam_image(model_key, predictor, result.image, result.class_index, alpha, 480)
+                picture = gradcam_image(predictor, result.image, result.class_index, alpha, 480,
+                                        seen=result.model_input)
         st.image(picture, caption=result.name, width="stretch")
         if on:
             explain(f"Grad-CAM: red regions pushed the model most towards '{result.label}'.")
     with middle:
         verdict_box(result, threshold)
-        st.plotly_chart(plots_eval.top_k_figure(result.top(k), threshold=threshold, teacher_mode=teacher_mode()),
+        st.plotly_chart(top_k_figure(result.top(k), threshold=threshold, teacher_mode=teacher_mode()),
                         key=f"{key}_topk", config={"displayModeBar": False})
         explain(f"The model's {min(k, len(result.class_names))} most likely classes; the dashed line is your "
                 "'not sure' threshold.", "How sure the model is about each answer.")
@@ -198,15 +190,6 @@ def snapshot_tab(predictor: Any, model_key: str, threshold: float, k: int, gradc
     show_result(result, predictor, model_key, threshold, k, gradcam, key="cls_snapshot")
 
 
-def live_webcam_tab() -> Any | None:
-    """The live-webcam renderer from ``ui/webcam.py`` (issue 7) when it exists, else None."""
-    if importlib.util.find_spec("ui.webcam") is None:
-        return None
-    from ui.webcam import live_webcam
-
-    return live_webcam
-
-
 # ---------------------------------------------------------------- the page
 
 
@@ -232,8 +215,7 @@ def main() -> None:
         gradcam = gradcam_controls("cls")
     explain(f"Model: {description}. A model always picks one of its {len(names)} classes, even for a photo of "
             "something else: the threshold is how you let it say 'I don't know'.")
-    webcam = live_webcam_tab()
-    labels = ["Upload photos", "Take a snapshot"] + (["Live webcam"] if webcam else [])
+    labels = ["Upload photos", "Take a snapshot", "Live webcam"]
     tabs = st.tabs(labels, key="cls_tab", on_change="rerun")
     with tabs[0]:
         if tabs[0].open:
@@ -241,10 +223,11 @@ def main() -> None:
     with tabs[1]:
         if tabs[1].open:
             snapshot_tab(predictor, model_key, threshold, k, gradcam)
-    if webcam is not None:
-        with tabs[2]:
-            if tabs[2].open:
-                webcam(predictor, model_key, threshold, k, gradcam)
+    with tabs[2]:
+        if tabs[2].open:
+            from ui.webcam import live_webcam  # streamlit-webrtc loads only when the tab opens
+
+            live_webcam(predictor, model_key, threshold, k, gradcam)
 
 
 main()

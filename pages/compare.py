@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import plots_eval
-from core.comparison import (
+from core.errors import UserError
+from core.explain.comparison import (
     Predictions,
     Speed,
     agreement_rate,
@@ -25,8 +25,8 @@ from core.comparison import (
     measure_speed,
     summary_row,
 )
-from core.errors import UserError
-from core.evaluation import confusion_matrix
+from core.explain.metrics import confusion_matrix
+from core.plots.evaluation import comparison_bars_figure, confusion_matrix_figure, overlay_curves_figure
 from ui.common import explain, format_duration, run_label, status_dot, teacher_mode, user_errors
 from ui.engine import get_manager, get_predictor, get_store, home_dir
 from ui.gallery import SplitImages, Tile, gradcam_controls, gradcam_tiles, image_grid
@@ -161,7 +161,7 @@ def scores_table(records: list[Any], names: list[str], speeds: list[Speed | None
 def score_bars(records: list[Any], names: list[str]) -> None:
     """The test scores as grouped bars."""
     rows = [{**summary_row(r), "name": n} for r, n in zip(records, names)]
-    st.plotly_chart(plots_eval.comparison_bars_figure(rows, teacher_mode=teacher_mode()), key="cmp_bars")
+    st.plotly_chart(comparison_bars_figure(rows, teacher_mode=teacher_mode()), key="cmp_bars")
     explain("The same test scores as bars: a gap of a few points on a small test set can be chance.")
 
 
@@ -173,11 +173,11 @@ def curves(records: list[Any], names: list[str]) -> None:
         histories.append((name, dict(snap.history) if snap is not None else {}))
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(plots_eval.overlay_curves_figure(histories, "accuracy", teacher_mode=teacher_mode()),
+        st.plotly_chart(overlay_curves_figure(histories, "accuracy", teacher_mode=teacher_mode()),
                         key="cmp_curves_acc")
         explain("Accuracy per epoch: solid lines on validation images, dotted on training images.")
     with right:
-        st.plotly_chart(plots_eval.overlay_curves_figure(histories, "loss", teacher_mode=teacher_mode()),
+        st.plotly_chart(overlay_curves_figure(histories, "loss", teacher_mode=teacher_mode()),
                         key="cmp_curves_loss")
         explain("Loss per epoch (lower is better): a validation line that turns up while the training line keeps "
                 "falling is overfitting.")
@@ -193,7 +193,7 @@ def confusion_side_by_side(records: list[Any], names: list[str], preds: list[Pre
         for col, record, name, p in zip(cols, records[start:], names[start:], preds[start:]):
             classes = (record.result or {}).get("classes") or [str(i) for i in range(p.probs.shape[1])]
             cm = confusion_matrix(p.labels, p.preds, len(classes))
-            fig = plots_eval.confusion_matrix_figure(cm, classes, normalize=normalised, title=name,
+            fig = confusion_matrix_figure(cm, classes, normalize=normalised, title=name,
                                                      teacher_mode=teacher_mode())
             fig.update_layout(width=None, height=min(int(fig.layout.height), 560))  # fit the column
             with col:
@@ -237,7 +237,7 @@ def disagreement_gallery(records: list[Any], names: list[str], preds: list[Predi
         for record, name, col in zip(records, names, range(len(records))):
             predictor = get_predictor(record.run_id)
             per_run.append(gradcam_tiles(
-                record.run_id, predictor,
+                predictor,
                 [Tile(t.image, f"{name}: {classes[d.preds[col]]} {d.confidences[col]:.0%} "
                                f"{'✓' if d.preds[col] == d.label else '✗'}") for t, d in zip(tiles, shown)],
                 [d.preds[col] for d in shown], gradcam[1]))

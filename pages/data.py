@@ -1,12 +1,14 @@
 """Data: pick a built-in dataset, upload a zip or point at a folder; check its health before training.
 
 The choice (source + split settings) is remembered for the Train page (URL ``?data=`` and the tab's
-state). Everything shown comes from ``core.datasets.health_report``; every number has a caption.
+state). Everything shown comes from ``core.data.health.health_report``; every number has a caption.
 """
 
 from __future__ import annotations
 
 import ui  # noqa: F401  (first: see ui/__init__.py)
+
+# isort: split
 
 import hashlib
 import re
@@ -17,10 +19,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import plots
 from core.config import SplitConfig
 from core.errors import UserError
-from core.store import atomic_write_bytes
+from core.plots.data import category_bars, pixel_histogram_chart, size_chart, split_counts_chart
+from core.store.files import atomic_write_bytes
 from ui.common import (
     advanced,
     current_data_source,
@@ -46,7 +48,7 @@ THUMB_PX = 72
 @st.cache_data(show_spinner=False)
 def _builtins() -> list[dict[str, Any]]:
     """The built-in sources as plain dicts."""
-    from core.datasets import list_builtin
+    from core.data.builtin import list_builtin
 
     return [b.to_dict() for b in list_builtin()]
 
@@ -139,7 +141,7 @@ def split_settings() -> SplitConfig:
 @st.cache_data(show_spinner="Checking every image…", max_entries=8)
 def report_for(home: str, source: str, split_json: str) -> dict[str, Any]:
     """The health report as plain data, computed once per source and split."""
-    from core.datasets import health_report
+    from core.data.health import health_report
 
     return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
 
@@ -149,13 +151,13 @@ def report_figures(home: str, source: str, split_json: str, teacher: bool) -> di
     """The health report's charts, built once per dataset, split and mode (the page redraws often)."""
     report = report_for(home, source, split_json)
     figures = {
-        "counts": plots.split_counts_chart(report["counts"], teacher_mode=teacher),
-        "sizes": plots.size_chart(report["sizes"].get("top", []), teacher_mode=teacher),
-        "channels": plots.category_bars(report["channel_distribution"], "Colour or grayscale", "kind",
+        "counts": split_counts_chart(report["counts"], teacher_mode=teacher),
+        "sizes": size_chart(report["sizes"].get("top", []), teacher_mode=teacher),
+        "channels": category_bars(report["channel_distribution"], "Colour or grayscale", "kind",
                                         teacher_mode=teacher),
     }
     if (report.get("pixel_stats") or {}).get("mean"):
-        figures["pixels"] = plots.pixel_histogram_chart(report["pixel_stats"], teacher_mode=teacher)
+        figures["pixels"] = pixel_histogram_chart(report["pixel_stats"], teacher_mode=teacher)
     return figures
 
 

@@ -7,7 +7,6 @@ table, and export downloads.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -16,13 +15,26 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import plots_eval
-from core.comparison import EpochPredictions, Predictions, display_names, load_epoch_predictions, load_predictions
 from core.errors import UserError
-from core.evaluation import classification_metrics, confusion_matrix, most_confused
+from core.explain.comparison import (
+    EpochPredictions,
+    Predictions,
+    display_names,
+    load_epoch_predictions,
+    load_predictions,
+)
+from core.explain.confusion import cell_label, cell_members, cell_options
+from core.explain.metrics import classification_metrics, confusion_matrix, most_confused
+from core.plots.evaluation import (
+    confidence_figure,
+    confusion_matrix_figure,
+    per_class_figure,
+    selected_cell,
+    top_k_figure,
+)
+from core.training.results import evaluate_unfinished
 from ui.common import advanced, explain, metric_card, run_picker, teacher_mode, user_errors
 from ui.engine import get_manager, get_predictor, get_store
-from ui.repro import repro_section
 from ui.gallery import (
     SplitImages,
     Tile,
@@ -33,6 +45,7 @@ from ui.gallery import (
     gradcam_tiles,
     image_grid,
 )
+from ui.repro import repro_section
 
 MAX_TABLE_ROWS = 1000  # thumbnails are drawn for at most this many rows at once
 TEST_VIEW = "Test set (final model)"
@@ -82,6 +95,20 @@ def class_names_of(record: Any) -> list[str]:
     return [str(n) for n in (data.get("classes", data) if isinstance(data, dict) else data)]
 
 
+def unfinished_run_evaluated(run_id: str) -> bool:
+    """An interrupted run has no test result until asked: offer to score the model its checkpoint kept."""
+    record = get_store().get(run_id)
+    if record is None or record.status != "interrupted" or (record.result or {}).get("accuracy") is not None:
+        return True
+    st.info(f"Run {record.name or run_id} was interrupted before it was evaluated. Its checkpoint keeps the model "
+            "it had learnt: score that model on the test images now, or resume the run on the Train page.")
+    if st.button("Evaluate the model it kept", key="eval_unfinished", type="primary", icon=":material/fact_check:"):
+        with user_errors(), st.spinner("Scoring the kept model on the test images…"):
+            evaluate_unfinished(get_store(), run_id)
+            st.rerun()
+    return False
+
+
 def load_run(run_id: str) -> RunData:
     """The record, class names and saved predictions of a run; UserError when something is missing."""
     store = get_store()
@@ -97,7 +124,7 @@ def load_run(run_id: str) -> RunData:
 
 
 def choose_view(data: RunData) -> View:
-    """The 'test set / rewind training' switch and the epoch slider (issue 5: epoch rewind)."""
+    """The 'test set / rewind training' switch and the epoch slider (the epoch rewind)."""
     mode = TEST_VIEW
     if data.epochs is not None and data.epochs.epochs >= 1:
         mode = st.segmented_control(
@@ -194,14 +221,14 @@ def gallery(data: RunData, view: View, images: SplitImages, rows: np.ndarray, ke
     if on and images.available:
         with user_errors(), st.spinner("Computing Grad-CAM heat maps..."):
             predictor = get_predictor(data.run_id)
-            tiles = gradcam_tiles(data.run_id, predictor, tiles, [int(view.preds.preds[i]) for i in rows], alpha)
+            tiles = gradcam_tiles(predictor, tiles, [int(view.preds.preds[i]) for i in rows], alpha)
     image_grid(tiles, columns=6)
 
 
 def _on_cell_click() -> None:
     """A click on the confusion matrix picks that cell in the 'true -> predicted' box (runs before the rerun)."""
     state = st.session_state.get("eval_cm_chart")
-    cell = plots_eval.selected_cell(state)
+    cell = selected_cell(state)
     if cell is not None:
         st.session_state["eval_cell"] = cell
 
@@ -213,7 +240,7 @@ def confusion_section(data: RunData, view: View, images: SplitImages, gradcam: t
     normalised = st.segmented_control(
         "Colour by", ["Counts", "Share of each true class"], default="Counts", required=True, key="eval_cm_mode"
     ) == "Share of each true class"
-    options: list[Any] = [None, *plots_eval.cell_options(cm, names)]
+    options: list[Any] = [None, *cell_options(cm, names)]
     if st.session_state.get("eval_cell") not in options:
         chosen = st.session_state.get("eval_cell")
         if isinstance(chosen, tuple) and len(chosen) == 2 and all(0 <= c < n for c in chosen):
@@ -221,7 +248,7 @@ def confusion_section(data: RunData, view: View, images: SplitImages, gradcam: t
         else:
             st.session_state["eval_cell"] = None
     cell = st.session_state.get("eval_cell")
-    fig = plots_eval.confusion_matrix_figure(cm, names, normalize=normalised, selected=cell,
+    fig = confusion_matrix_figure(cm, names, normalize=normalised, selected=cell,
                                              teacher_mode=teacher_mode())
     st.plotly_chart(fig, key="eval_cm_chart", on_select=_on_cell_click, selection_mode="points", width="content",
                     config={"displayModeBar": False})
@@ -237,11 +264,11 @@ def confusion_section(data: RunData, view: View, images: SplitImages, gradcam: t
     st.selectbox(
         "Images in the cell", options, key="eval_cell",
         format_func=lambda c: ("choose a cell (or click the matrix)" if c is None
-                               else plots_eval.cell_label(c, names, int(cm[c]))),
+                               else cell_label(c, names, int(cm[c]))),
     )
     if cell is None:
         return
-    rows = plots_eval.cell_members(view.preds.labels, view.preds.probs, *cell)
+    rows = cell_members(view.preds.labels, view.preds.probs, *cell)
     if rows.size == 0:
         st.info(f"No {view.where} fall in this cell: the model never answered {names[cell[1]]} for a {names[cell[0]]}.")
         return
@@ -283,10 +310,10 @@ def per_class_section(data: RunData, view: View) -> None:
     )
     explain("Precision: when the model says this class, how often it is right. Recall: how many images of this class "
             "it finds. F1 balances the two. 'images' is how many of the evaluated images belong to the class.")
-    st.plotly_chart(plots_eval.per_class_figure(rows, teacher_mode=teacher_mode()), key="eval_per_class_chart")
+    st.plotly_chart(per_class_figure(rows, teacher_mode=teacher_mode()), key="eval_per_class_chart")
     explain("A short bar points at a class the model struggles with: look for it in the confusion matrix.")
     p = view.preds
-    st.plotly_chart(plots_eval.confidence_figure(p.confidences, p.correct, teacher_mode=teacher_mode()),
+    st.plotly_chart(confidence_figure(p.confidences, p.correct, teacher_mode=teacher_mode()),
                     key="eval_confidence_chart")
     explain("How sure the model was, for right (green) and wrong (red) answers: a good model is rarely very sure "
             "and wrong, so the red bars should sit on the left.")
@@ -294,8 +321,8 @@ def per_class_section(data: RunData, view: View) -> None:
 
 def curves_section(data: RunData, view: View) -> None:
     """The training curves with the overfitting onset, and the rewind epoch marked."""
-    from core.curves import overfitting_onset
-    from core.plots import training_curves
+    from core.plots.training import training_curves
+    from core.training.curves import overfitting_onset
 
     snap = get_manager().snapshot(data.run_id)
     history = dict(snap.history) if snap is not None else {}
@@ -312,7 +339,7 @@ def curves_section(data: RunData, view: View) -> None:
             "trained on." + (f" The dotted line marks epoch {view.epoch}, the one shown above." if view.epoch else ""))
 
 
-# ---------------------------------------------------------------- every prediction (issue 5)
+# ---------------------------------------------------------------- every prediction
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -405,16 +432,16 @@ def prediction_detail(data: RunData, view: View, images: SplitImages, i: int, gr
             shown = for_display(img, 320)
             if on:
                 with user_errors():
-                    shown = gradcam_image(data.run_id, get_predictor(data.run_id), img, int(p.preds[i]), alpha, 320)
+                    shown = gradcam_image(get_predictor(data.run_id), img, int(p.preds[i]), alpha, 320)
             st.image(shown, width="stretch")
     with right:
         order = np.argsort(-p.probs[i])[: min(5, len(names))]
         top = [(names[int(c)], float(p.probs[i, c])) for c in order]
-        st.plotly_chart(plots_eval.top_k_figure(top, teacher_mode=teacher_mode()), key="eval_detail_topk")
+        st.plotly_chart(top_k_figure(top, teacher_mode=teacher_mode()), key="eval_detail_topk")
         explain(f"The model's top {len(top)} answers for this image; the true class is {names[int(p.labels[i])]}.")
 
 
-# ---------------------------------------------------------------- export (issue 7)
+# ---------------------------------------------------------------- export
 
 
 EXPORT_FORMATS = {
@@ -425,14 +452,9 @@ EXPORT_FORMATS = {
 }
 
 
-def export_available() -> bool:
-    """Whether the engine can export models (``core/export.py`` with ``export_bytes``)."""
-    return importlib.util.find_spec("core.export") is not None  # no import: it loads TensorFlow
-
-
 def export_section(data: RunData) -> None:
     """Export the run's model; the file is reloaded and checked before the download is offered."""
-    from core.export import export_bytes
+    from core.serving.export import export_bytes
 
     fmt = st.selectbox("Format", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.__getitem__, key="eval_export_fmt")
     explain("Each export is a zip with the model, labels.txt and preprocessing.json (input size and pixel range). "
@@ -467,10 +489,12 @@ def header(data: RunData) -> None:
 def main() -> None:
     st.title("Evaluate")
     explain("How good is a finished model, and where does it go wrong?")
-    run_id = run_picker("Run", key="eval_run", statuses=("finished", "stopped"))
+    run_id = run_picker("Run", key="eval_run", statuses=("finished", "stopped", "interrupted"))
     if run_id is None:
         st.info("No finished run yet: train one on the Train page, then come back here.")
         st.page_link("pages/train.py", label="Go to Train", icon="🏋️")
+        return
+    if not unfinished_run_evaluated(run_id):
         return
     data = None
     with user_errors():
@@ -482,9 +506,7 @@ def main() -> None:
     metric_cards(view)
     images = SplitImages(data.record.config, view.split, view.preds.files)
     gradcam = gradcam_controls("eval")
-    names = ["Confusion matrix", "Mistakes", "Per class", "Training curves", "Every prediction"]
-    if export_available():
-        names.append("Export")
+    names = ["Confusion matrix", "Mistakes", "Per class", "Training curves", "Every prediction", "Export"]
     tabs = dict(zip(names, st.tabs(names, key="eval_tab", on_change="rerun")))
     with tabs["Confusion matrix"]:
         if tabs["Confusion matrix"].open:

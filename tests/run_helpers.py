@@ -14,15 +14,15 @@ def stopping_in_epoch(epoch: int) -> Iterator[None]:
 
     The same as pressing Stop at that moment: the cut-short epoch is not recorded, the run ends ``stopped``.
     """
-    import core.training as training
+    import core.training.job as job
 
-    original = training._Job.batch_ended
+    original = job.Job.batch_ended
 
-    def batch_ended(job: training._Job, batch: int, logs: dict) -> bool:
+    def batch_ended(job: job.Job, batch: int, logs: dict) -> bool:
         if job.epoch_index + 1 == epoch:
             job.live.stop_event.set()
         return original(job, batch, logs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training._Job, "batch_ended", batch_ended)
+        mp.setattr(job.Job, "batch_ended", batch_ended)
         yield

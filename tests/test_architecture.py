@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import keras
 import pytest
 
-from core.architecture import KIND_LABELS, architecture_blocks, architecture_figure
 from core.config import ConvBlock, CustomArchitecture, ModelSpec
-from core.models import BACKBONE, build_model, count_params
+from core.models.architecture import architecture_blocks
+from core.models.registry import build_model, count_params
+from core.models.transfer import BACKBONE
+from core.plots.architecture import KIND_LABELS, architecture_figure
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def test_backbone_is_one_block_unless_expanded(transfer: keras.Model) -> None:
 
 
 def test_figure_has_one_hoverable_box_per_layer_and_a_legend_of_types(scratch: keras.Model) -> None:
-    fig = architecture_figure(scratch)
+    fig = architecture_figure(architecture_blocks(scratch))
     blocks = architecture_blocks(scratch)
     assert fig.layout.meta["blocks"] == len(blocks)
     hovers = _hover_texts(fig)
@@ -87,14 +90,14 @@ def test_figure_has_one_hoverable_box_per_layer_and_a_legend_of_types(scratch: k
 
 
 def test_boxes_grow_with_the_feature_map(scratch: keras.Model) -> None:
-    fig = architecture_figure(scratch)
+    fig = architecture_figure(architecture_blocks(scratch))
     heights = [max(p) - min(p) for p in _front_polygons(fig, "conv")]  # conv1 64 px, conv2 32 px, last 16 px
     assert heights == sorted(heights, reverse=True) and heights[0] > heights[-1]
 
 
 def test_figure_folds_or_expands_the_backbone(transfer: keras.Model) -> None:
-    folded = architecture_figure(transfer)
-    expanded = architecture_figure(transfer, expand_backbone=True)
+    folded = architecture_figure(architecture_blocks(transfer))
+    expanded = architecture_figure(architecture_blocks(transfer, expand_backbone=True), expand_backbone=True)
     n_inner = len(transfer.get_layer(BACKBONE).layers) - 1
     assert folded.layout.meta["blocks"] == len(transfer.layers)
     assert expanded.layout.meta["blocks"] == len(transfer.layers) - 1 + n_inner
@@ -111,7 +114,8 @@ def test_figure_folds_or_expands_the_backbone(transfer: keras.Model) -> None:
 def test_teacher_mode_explains_each_family() -> None:
     model = build_model(ModelSpec(name="custom", custom=CustomArchitecture(
         blocks=(ConvBlock(8, batch_norm=True, dropout=0.2),), head="gap")), (32, 32, 3), 2)
-    plain, teacher = architecture_figure(model), architecture_figure(model, teacher_mode=True)
+    blocks = architecture_blocks(model)
+    plain, teacher = architecture_figure(blocks), architecture_figure(blocks, teacher_mode=True)
     conv_plain = next(h for h in _hover_texts(plain) if "last_conv" in h)
     conv_teacher = next(h for h in _hover_texts(teacher) if "last_conv" in h)
     assert "filters" not in conv_plain and "filters" in conv_teacher
@@ -119,7 +123,9 @@ def test_teacher_mode_explains_each_family() -> None:
     assert teacher.layout.height > plain.layout.height
 
 
+@pytest.mark.slow
 def test_figure_renders_to_png(scratch: keras.Model) -> None:
-    pytest.importorskip("kaleido", reason="kaleido is not installed: static image export is unavailable")
-    png = architecture_figure(scratch).to_image(format="png")
+    if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("kaleido draws PNGs with a Chromium and none is installed here (apt-get install chromium)")
+    png = architecture_figure(architecture_blocks(scratch)).to_image(format="png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.checks import (
+from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
+from core.data.checks import (
     FEW_IMAGES_AUGMENT,
     apply_fixes,
     brightness_shortcut,
     class_pixel_stats,
     pre_training_checks,
 )
-from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
-from core.datasets import health_report, load_dataset
+from core.data.health import health_report
+from core.data.sources import load_dataset
 from tests.data_factory import make_class_folder, make_split_folders, save_image
 
 

@@ -7,9 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from data_factory import make_array, make_class_folder, plant_bad_files, png_bytes
 
 from core.cli import main
-from data_factory import make_array, make_class_folder, plant_bad_files, png_bytes
 
 
 def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> object:

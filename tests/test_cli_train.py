@@ -21,6 +21,7 @@ def _run(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[int, str, str]
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_train_json_then_runs_evaluate_predict(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, _ = _run(capsys, [*TRAIN, "--home", str(home)])
     assert code == 0

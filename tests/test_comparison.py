@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.comparison import (
+from core.config import ModelSpec, SplitConfig, TrainConfig
+from core.errors import UserError
+from core.explain.comparison import (
     Predictions,
     agreement_rate,
     align,
@@ -24,8 +26,6 @@ from core.comparison import (
     param_count,
     summary_row,
 )
-from core.config import ModelSpec, SplitConfig, TrainConfig
-from core.errors import UserError
 
 
 @dataclass

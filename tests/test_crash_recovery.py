@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import checkpoint
-from core.datasets import load_dataset
-from core.evaluation import run_predictions
-from core.inference import Predictor
-from core.store import RunStore
-from core.training import TrainingManager
+from core.data.sources import load_dataset
+from core.explain.metrics import run_predictions
+from core.serving.export import export_run
+from core.serving.predictor import Predictor
+from core.store.runs import RunStore
+from core.training import checkpoint
+from core.training.manager import TrainingManager
+from core.training.results import evaluate_unfinished
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 240.0
@@ -29,19 +31,19 @@ DEADLINE = 240.0
 # (after checkpoint 2) it says so and blocks, so the kill -9 lands mid-epoch at a known point.
 CHILD = """
 import sys, threading
-import core.training as training
+import core.training.job as job
 from core.config import SplitConfig, TrainConfig
-from core.store import RunStore
-from core.training import TrainingManager, train_to_completion
+from core.store.runs import RunStore
+from core.training.manager import TrainingManager, train_to_completion
 
-original = training._Job.batch_ended
+original = job.Job.batch_ended
 def batch_ended(job, batch, logs):
     out = original(job, batch, logs)
     if job.epoch_index == 2 and batch == 2:
         print("MID_EPOCH_3", job.run_id, flush=True)
         threading.Event().wait()
     return out
-training._Job.batch_ended = batch_ended
+job.Job.batch_ended = batch_ended
 
 store = RunStore(sys.argv[1])
 cfg = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=10,
@@ -74,6 +76,7 @@ def _expect(q: queue.Queue, word: str, log: Path) -> list[str]:
     return parts
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_leaves_earlier_runs_intact_and_the_run_resumes(home: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "child.log"
@@ -98,7 +101,7 @@ def test_kill_9_mid_run_leaves_earlier_runs_intact_and_the_run_resumes(home: Pat
     snap = manager.snapshot(killed)
     assert snap.status == "interrupted" and snap.message
     assert len(snap.history["loss"]) == 2 and snap.resume_epoch == 2  # its epochs so far, and its checkpoint
-    assert Predictor.from_run(store, killed).predict([np.zeros((8, 8, 1), np.uint8)]).shape == (1, 10)
+    _usable_from_its_checkpoint(store, killed, tmp_path)
 
     # The earlier run is intact: status, metrics, and a model that predicts what it predicted before.
     before = store.get(finished)
@@ -111,6 +114,23 @@ def test_kill_9_mid_run_leaves_earlier_runs_intact_and_the_run_resumes(home: Pat
     assert np.allclose(again, saved["probs"], atol=1e-4)
     assert store.mark_interrupted() == []  # nothing else was touched
     _resume_after_the_kill(store, manager, killed, monkeypatch)
+
+
+def _usable_from_its_checkpoint(store: RunStore, killed: str, tmp_path: Path) -> None:
+    """The interrupted run predicts, evaluates and exports with the weights its checkpoint kept."""
+    state = checkpoint.read_state(store.run_dir(killed))
+    kept, _ = checkpoint.read_arrays(store.run_dir(killed), state, state.kept, optimizer=False)
+    predictor = Predictor.from_run(store, killed)
+    assert predictor.predict([np.zeros((8, 8, 1), np.uint8)]).shape == (1, 10)
+    assert all(np.array_equal(a, b) for a, b in zip(predictor.model.get_weights(), kept))
+    result = evaluate_unfinished(store, killed)
+    assert result["from_checkpoint"] and result["best_epoch"] == state.kept_epoch and 0 <= result["accuracy"] <= 1
+    record = store.get(killed)
+    assert record.status == "interrupted" and record.result["accuracy"] == result["accuracy"]
+    saved = run_predictions(store, killed, "test")
+    assert np.mean(saved["probs"].argmax(axis=1) == saved["labels"]) == result["accuracy"]
+    report = export_run(store, killed, "keras", tmp_path / "interrupted.zip")
+    assert report["checked_images"] >= 2 and report["max_abs_diff"] <= report["tolerance"]
 
 
 def _resume_after_the_kill(store: RunStore, manager: TrainingManager, killed: str,

@@ -1,10 +1,10 @@
-"""core.curves: the overfitting onset (best epoch, divergence region, the sentence)."""
+"""core.training.curves: the overfitting onset (best epoch, divergence region, the sentence)."""
 
 from __future__ import annotations
 
 import math
 
-from core.curves import overfitting_onset
+from core.training.curves import overfitting_onset
 
 
 def test_no_validation_loss_means_no_onset() -> None:

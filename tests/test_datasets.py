@@ -1,4 +1,4 @@
-"""core.datasets: sources, layouts, splits, built-ins and the health report."""
+"""core.data (sources, folders, splits, builtin, health): sources, layouts, splits, built-ins and the health report."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from core import datasets
-from core.config import SplitConfig
-from core.datasets import Dataset, Split, health_report, list_builtin, load_dataset
-from core.errors import UserError
 from data_factory import (
     class_color,
     make_array,
@@ -25,6 +20,14 @@ from data_factory import (
     plant_bad_files,
     save_image,
 )
+
+from core.config import SplitConfig
+from core.data import builtin, splits
+from core.data.builtin import list_builtin
+from core.data.dataset import Dataset, Split
+from core.data.health import health_report
+from core.data.sources import load_dataset
+from core.errors import UserError
 
 
 def _names(ds: Dataset, split: str) -> list[str]:
@@ -207,7 +210,7 @@ def test_label_noise_flips_only_training_labels_seeded(tmp_path: Path) -> None:
 
 def test_tiny_classes_keep_a_training_image() -> None:
     labels = np.array([0, 0, 1, 1, 1, 2])
-    tr, va, te = datasets._stratified(labels, 0.3, 0.3, seed=0)
+    tr, va, te = splits._stratified(labels, 0.3, 0.3, seed=0)
     assert sorted(np.concatenate([tr, va, te]).tolist()) == list(range(6))
     assert set(labels[tr].tolist()) == {0, 1, 2}
 
@@ -301,11 +304,11 @@ def test_keras_sources_offline_name_the_file_and_folder(offline: None, name: str
     with pytest.raises(UserError) as err:
         load_dataset(f"builtin:{name}")
     text = str(err.value)
-    assert fname in text and str(datasets.keras_home()) in text and "\n" not in text
+    assert fname in text and str(builtin.keras_home()) in text and "\n" not in text
 
 
 def test_fashion_mnist_placed_by_hand_loads_offline(offline: None) -> None:
-    folder = datasets.keras_home() / "datasets" / "fashion-mnist"
+    folder = builtin.keras_home() / "datasets" / "fashion-mnist"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
 
@@ -341,7 +344,7 @@ def _rps_zips(folder: Path) -> Path:
 def test_rock_paper_scissors_downloads_once_through_get_file(tmp_path: Path, home: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     site = _rps_zips(tmp_path)
-    monkeypatch.setattr(datasets, "RPS_BASE_URL", site.as_uri() + "/")
+    monkeypatch.setattr(builtin, "RPS_BASE_URL", site.as_uri() + "/")
     (home / "downloads").mkdir()
     (home / "downloads" / "rps.zip").write_bytes(b"<html>an interrupted download</html>")
     ds = load_dataset("builtin:rock_paper_scissors", home=home)
@@ -359,7 +362,7 @@ def test_rock_paper_scissors_offline_is_one_sentence(offline: None, home: Path) 
         load_dataset("builtin:rock_paper_scissors", home=home)
     text = str(err.value)
     assert "rps.zip and rps-test-set.zip" in text and str(home / "downloads") in text
-    assert datasets.RPS_BASE_URL in text and "\n" not in text
+    assert builtin.RPS_BASE_URL in text and "\n" not in text
 
 
 # ---------------------------------------------------------------- health report

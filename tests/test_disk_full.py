@@ -24,7 +24,8 @@ import pytest
 
 from core.config import TrainConfig
 from core.errors import UserError
-from core.store import DiskFullError, RunStore, atomic_path, atomic_write_bytes, is_disk_full
+from core.store.files import DiskFullError, atomic_path, atomic_write_bytes, is_disk_full
+from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = re.compile(r"^The disk is full: CNN Lab could not save (\S+) \((\d+(\.\d)?) (MB|GB) free\)\. "
@@ -168,9 +169,9 @@ from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit a write fails with EFBIG instead of killing us
 from core.config import ConvBlock, CustomArchitecture, ModelSpec, SplitConfig, TrainConfig
 from core.errors import UserError
-from core.store import RunStore
-from core.training import TrainingManager
-from core import checkpoint
+from core.store.runs import RunStore
+from core.training.manager import TrainingManager
+from core.training import checkpoint
 
 SOFT, HARD = resource.getrlimit(resource.RLIMIT_FSIZE)
 store = RunStore(sys.argv[1])
@@ -216,6 +217,7 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_run_over_the_file_size_limit_fails_with_a_sentence_and_the_manager_carries_on(home: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", CHILD, str(home)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from core.errors import UserError
-from core.evaluation import (
+from core.explain.metrics import (
     classification_metrics,
     confusion_matrix,
     load_predictions,

@@ -8,20 +8,26 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
+from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig, apply_changes
 from core.errors import UserError
-from core.experiments import (
-    MAX_GRID_COMBINATIONS,
+from core.training.experiments.grid import MAX_GRID_COMBINATIONS, grid_experiment
+from core.training.experiments.groups import (
     Experiment,
     ExperimentRun,
     GroupStatus,
-    LabSettings,
     MemberRun,
-    apply_changes,
     best_run,
     end_value,
-    grid_experiment,
     group_status,
+    list_experiments,
+    load_manifest,
+    queue_experiment,
+    results_table,
+    stop_group,
+    wait_group,
+)
+from core.training.experiments.lab import (
+    LabSettings,
     lab_experiment,
     lab_network,
     lab_train_sizes,
@@ -29,13 +35,7 @@ from core.experiments import (
     learning_curve_ordered,
     learning_curve_points,
     learning_curve_sentence,
-    list_experiments,
-    load_manifest,
-    queue_experiment,
     regulariser_sentence,
-    results_table,
-    stop_group,
-    wait_group,
 )
 
 TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=12, seed=0), model=ModelSpec(name="tiny"),
@@ -135,16 +135,17 @@ def test_grid_limits_and_plain_errors():
 
 @pytest.fixture
 def manager(home: Path):
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.store.runs import RunStore
+    from core.training.manager import TrainingManager
 
     m = TrainingManager(RunStore(home))
     yield m
     m.shutdown(timeout=60)
 
 
+@pytest.mark.slow
 def test_grid_2x2_on_digits_with_tiny_completes_as_one_group_with_a_parallel_coordinates_chart(manager):
-    from core.plots_lab import parallel_coordinates_figure
+    from core.plots.experiments import parallel_coordinates_figure
 
     exp = grid_experiment(TINY, {"learning_rate": [1e-3, 3e-3], "batch_size": [8, 16]})
     group = queue_experiment(manager, exp)
@@ -163,6 +164,7 @@ def test_grid_2x2_on_digits_with_tiny_completes_as_one_group_with_a_parallel_coo
     assert [m.group for m in list_experiments(manager.store.home)] == [group]
 
 
+@pytest.mark.slow
 def test_stop_group_cancels_queued_runs_and_stops_the_running_one(manager):
     slow = TINY.replace(epochs=200, split=SplitConfig(limit_per_class=40, seed=0))
     exp = grid_experiment(slow, {"learning_rate": [1e-3, 2e-3, 3e-3]})

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.export as export_mod
+import core.serving.export as export_mod
 from core.config import TrainConfig
 from core.errors import UserError
-from core.export import FORMATS, MODEL_FILES, TOLERANCE, ExportCheckError, export_bytes, export_run
-from core.store import RunStore, atomic_write_json
+from core.serving.export import FORMATS, MODEL_FILES, TOLERANCE, ExportCheckError, export_bytes, export_run
+from core.store.files import atomic_write_json
+from core.store.runs import RunStore
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -59,7 +60,7 @@ def _pixels(n: int = 5, seed: int = 11) -> np.ndarray:
 
 
 def _reload_and_predict(fmt: str, folder: Path, x: np.ndarray) -> np.ndarray:
-    """Independent of core.export: load the exported file the way a user of that format would."""
+    """Independent of core.serving.export: load the exported file the way a user of that format would."""
     path = folder / MODEL_FILES[fmt]
     if fmt == "keras":
         return np.asarray(keras.saving.load_model(path, compile=False)(x, training=False))
@@ -87,6 +88,7 @@ def zips(run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_export_zip_round_trip(run, zips, tmp_path: Path, fmt: str) -> None:
     _, _, model = run
     out, report = zips[fmt]
@@ -198,7 +200,7 @@ def test_export_errors_are_sentences(run, tmp_path: Path) -> None:
 
 def test_export_bytes_imports_back_as_a_cnnlab_bundle(run) -> None:
     """The download-button zip holds the export, and CNN Lab's own import reads it back."""
-    from core.model_import import load_user_model
+    from core.serving.model_import import load_user_model
 
     store, run_id, model = run
     filename, data, report = export_bytes(store, run_id, "keras")

@@ -15,10 +15,10 @@ import pytest
 
 from core.config import SplitConfig, TrainConfig
 from core.errors import UserError
-from core.evaluation import load_predictions, run_predictions
-from core.inference import Predictor
-from core.store import RunStore
-from core.training import TrainingManager, train_to_completion
+from core.explain.metrics import load_predictions, run_predictions
+from core.serving.predictor import Predictor
+from core.store.runs import RunStore
+from core.training.manager import TrainingManager, train_to_completion
 
 TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=10,
                    epochs=1, seed=0)
@@ -58,6 +58,7 @@ def _still_works(store: RunStore, good: str) -> None:
     assert probs.shape == (1, 10) and np.isclose(probs.sum(), 1.0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_deleted_run_folder(copy_home: tuple[Path, str, str]) -> None:
     home, damaged, good = copy_home
     store = RunStore(home)
@@ -184,13 +185,13 @@ def test_a_disk_cap_removes_the_oldest_unpinned_artifacts_with_a_message(home: P
 
 
 def test_the_manager_applies_the_disk_cap_after_each_run(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.training as training
+    import core.training.job as job
 
     def fake_run(job) -> None:
         (job.folder / "model.keras").write_bytes(b"\0" * (1 << 20))
         job._finish("finished", None)
 
-    monkeypatch.setattr(training._Job, "run", fake_run)
+    monkeypatch.setattr(job.Job, "run", fake_run)
     manager = TrainingManager(RunStore(home), disk_cap_bytes=int(1.5 * (1 << 20)))
     first = manager.start(TINY)
     manager.wait(first, 30)
@@ -203,7 +204,7 @@ def test_the_manager_applies_the_disk_cap_after_each_run(home: Path, monkeypatch
 def test_a_run_too_big_for_memory_is_refused_with_a_sentence(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import keras
 
-    from core.training import check_training_memory, estimate_training_memory
+    from core.training.memory import check_training_memory, estimate_training_memory
 
     model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(16, 3), keras.layers.Flatten(),
                               keras.layers.Dense(10)])

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from core.datasets import extract_zip
+from core.data.images import decode_image, image_info
+from core.data.zips import extract_zip
 from core.errors import UserError
-from core.images import decode_image, image_info
 
 # Hypothesis' own cache (it would create .hypothesis/ in the working tree) goes to the temp folder.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "cnnlab-hypothesis")

@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from core.data.pixels import to_model_pixels
 from core.errors import UserError
-from core.gradcam import GradCam, find_target_layer, heatmap_peak, overlay, target_layer_choices
+from core.explain.gradcam import GradCam, find_target_layer, heatmap_peak, overlay, target_layer_choices
 
 SIZE, PATCH, CLASSES = 32, 6, 3
 MARGIN = 2  # pixels the marker box is dilated by when judging a peak (the 8x8 map has 4-pixel cells)
@@ -114,6 +115,7 @@ def trained(request: pytest.FixtureRequest) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_gradcam_peak_falls_on_the_marker(trained: dict) -> None:
     """Acceptance: for >= 80 % of correctly classified test images, the peak of the predicted-class heatmap
     (upsampled to 32x32 exactly as ``overlay`` draws it) lies inside the 6x6 marker box dilated by 2 px.
@@ -218,6 +220,7 @@ def _transfer_model(classes: int = 3, size: int = 96) -> tuple[keras.Model, kera
     return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x)), base
 
 
+@pytest.mark.slow
 def test_nested_mobilenetv2_backbone_matches_a_hand_computed_gradcam() -> None:
     """GAP + Dense head: Grad-CAM of class c is ReLU(A @ (W[:, c] - mean_j W[:, j])) up to scale (centred logits)."""
     model, base = _transfer_model()
@@ -279,8 +282,9 @@ def test_grayscale_images_work_for_gray_and_rgb_models() -> None:
 
     rgb_cam = GradCam(_tiny_model(3))  # a gray photo given to a colour model is tiled to RGB
     np.testing.assert_allclose(rgb_cam.heatmap(gray, 0), rgb_cam.heatmap(np.dstack([gray] * 3), 0), atol=1e-6)
-    with pytest.raises(ValueError, match="resize"):
-        cam.heatmap(np.zeros((21, 20), np.uint8))
+    # Another size is resized the way the model sees photos (core.data.pixels), not refused.
+    odd = rng.integers(0, 256, (31, 27), dtype=np.uint8)
+    np.testing.assert_allclose(cam.heatmap(odd, 1), cam.heatmap(to_model_pixels(odd, 20, 1), 1), atol=1e-6)
 
 
 def test_overlay_shape_dtype_and_blend() -> None:
@@ -349,7 +353,7 @@ def test_concurrent_callers_on_different_models_get_their_own_answers() -> None:
 
 def _app_specs() -> list:
     from core.config import ConvBlock, CustomArchitecture, ModelSpec
-    from core.models import list_models
+    from core.models.registry import list_models
 
     specs = [ModelSpec(name=info.name) for info in list_models() if info.kind == "scratch"]
     blocks = (ConvBlock(8, batch_norm=True, dropout=0.1), ConvBlock(16, convs=2, pool="avg"))
@@ -359,7 +363,8 @@ def _app_specs() -> list:
 
 @pytest.mark.parametrize("spec", _app_specs(), ids=lambda s: s.name + (f"-{s.custom.head}" if s.custom else ""))
 def test_every_scratch_and_custom_model_is_explained_at_its_last_conv(spec) -> None:
-    from core.models import LAST_CONV, build_model
+    from core.models.registry import build_model
+    from core.models.scratch import LAST_CONV
 
     model = build_model(spec, (32, 32, 3), 3)
     cam = GradCam(model)
@@ -370,7 +375,7 @@ def test_every_scratch_and_custom_model_is_explained_at_its_last_conv(spec) -> N
 
 def test_app_transfer_model_on_gray_images_is_explained_inside_its_backbone() -> None:
     from core.config import ModelSpec
-    from core.models import build_model
+    from core.models.registry import build_model
 
     model = build_model(ModelSpec(name="transfer:mobilenet_v2", weights=None), (64, 64, 1), 2)
     cam = GradCam(model)

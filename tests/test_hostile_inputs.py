@@ -24,11 +24,13 @@ import pytest
 from PIL import Image
 
 from core.config import ConvBlock, CustomArchitecture, ModelSpec, SplitConfig, TrainConfig
-from core.datasets import extract_zip, health_report, load_dataset
+from core.data.health import health_report
+from core.data.images import decode_image
+from core.data.sources import load_dataset
+from core.data.zips import extract_zip
 from core.errors import UserError
-from core.images import decode_image
-from core.store import RunStore
-from core.training import TrainingManager
+from core.store.runs import RunStore
+from core.training.manager import TrainingManager
 
 WAIT = 120.0
 TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=10,
@@ -269,15 +271,15 @@ def _zip_many(sb: Sandbox) -> Outcome:
             zf.writestr(f"c{i % 2}/{i}.png", one)
     target = extract_zip(z, sb.home)
     assert sum(1 for p in target.rglob("*.png")) == 10_000
-    import core.datasets as datasets
+    import core.data.zips as zips
 
-    limit = datasets.ZIP_MAX_FILES
-    datasets.ZIP_MAX_FILES = 5_000  # the same zip against a lower, configured limit
+    limit = zips.ZIP_MAX_FILES
+    zips.ZIP_MAX_FILES = 5_000  # the same zip against a lower, configured limit
     try:
         (target / ".complete").unlink()  # forget the finished extraction so the limit is checked again
         out = _refused(lambda: extract_zip(z, sb.home))
     finally:
-        datasets.ZIP_MAX_FILES = limit
+        zips.ZIP_MAX_FILES = limit
     assert "more than the limit" in out.sentence
     return Outcome("refused", f"Under the default limit all 10,000 files extract; above a lower limit: {out.sentence}")
 
@@ -371,7 +373,7 @@ def _nan_rate(sb: Sandbox) -> Outcome:
 def _keras_lambda(sb: Sandbox) -> Outcome:
     import keras
 
-    from core.model_import import load_user_model
+    from core.serving.model_import import load_user_model
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
@@ -397,7 +399,7 @@ class _Payload:
 def _pickled_h5(sb: Sandbox) -> Outcome:
     import h5py
 
-    from core.model_import import load_user_model
+    from core.serving.model_import import load_user_model
 
     sentinel = sb.inputs / "pickle-ran.txt"
     blob = pickle.dumps(_Payload(sentinel))
@@ -416,7 +418,7 @@ def _pickled_h5(sb: Sandbox) -> Outcome:
 
 @kind("damaged .keras file")
 def _damaged_keras(sb: Sandbox) -> Outcome:
-    from core.model_import import load_user_model
+    from core.serving.model_import import load_user_model
 
     path = _write(sb.inputs / "damaged.keras", b"PK\x03\x04" + np.random.default_rng(3).bytes(500))
     return _refused(lambda: load_user_model(path))
@@ -456,6 +458,7 @@ def _assert_plain_sentence(text: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.slow
 def test_hostile_input_gets_a_plain_sentence(name: str, sandbox: Sandbox) -> None:
     RESULTS[name] = False
     outcome = KINDS[name](sandbox)

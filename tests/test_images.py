@@ -1,4 +1,4 @@
-"""core.images: every format, mode and damage a user's file can have."""
+"""core.data.images: every format, mode and damage a user's file can have."""
 
 from __future__ import annotations
 
@@ -9,12 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_factory import make_array, plant_bad_files
 from PIL import Image, UnidentifiedImageError
 
-from core import images
+from core.data import images
+from core.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    decode_image,
+    image_info,
+    resize_image,
+    verify_image,
+)
 from core.errors import UserError
-from core.images import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, image_info, resize_image, verify_image
-from data_factory import make_array, plant_bad_files
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -12,9 +12,10 @@ import pytest
 
 from core.config import ModelSpec, TrainConfig
 from core.errors import UserError
-from core.inference import Predictor, load_model_safely
-from core.models import build_model
-from core.store import RunStore
+from core.models.registry import build_model
+from core.models.runtime import load_model_file
+from core.serving.predictor import Predictor
+from core.store.runs import RunStore
 
 CLASSES = ["circle", "square", "triangle"]
 
@@ -113,7 +114,7 @@ def test_unsafe_or_damaged_files_are_refused(tmp_path: Path) -> None:
     lam = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     lam.save(tmp_path / "lambda.keras")
     with pytest.raises(UserError, match="custom code"):
-        load_model_safely(tmp_path / "lambda.keras")
+        load_model_file(tmp_path / "lambda.keras")
 
     (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     with pytest.raises(UserError, match=r"only loads \.keras"):

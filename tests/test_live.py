@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core.data.images import resize_image
 from core.errors import UserError
-from core.images import resize_image
-from core.live import OTHER, SURE, UNSURE, FrameClassifier, LiveResult, ascii_text, layout
+from core.serving.live import OTHER, SURE, UNSURE, FrameClassifier, LiveResult, ascii_text, layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,8 +159,8 @@ def tiny_predictor():
     import keras
 
     from core.config import ModelSpec
-    from core.inference import Predictor
-    from core.models import build_model
+    from core.models.registry import build_model
+    from core.serving.predictor import Predictor
 
     keras.utils.set_random_seed(0)
     model = build_model(ModelSpec(name="tiny"), (16, 16, 3), 3)
@@ -188,7 +188,7 @@ def test_a_real_model_answers_like_the_predictor_and_grad_cam_colours_the_frame(
 def test_a_model_grad_cam_cannot_explain_turns_the_overlay_off_with_a_note() -> None:
     import keras
 
-    from core.inference import Predictor
+    from core.serving.predictor import Predictor
 
     dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
     live = FrameClassifier(Predictor(dense, ["yes", "no"]), gradcam=True)
@@ -256,7 +256,7 @@ def _render(stats_code: str, threshold: float = 0.5, active: bool = True, waited
 
     script = f"""
 import numpy as np
-from core.live import LiveResult, LiveStats
+from core.serving.live import LiveResult, LiveStats
 from ui.webcam import render_live
 names = ("rock", "paper", "background")
 stats = {stats_code}
@@ -321,7 +321,7 @@ def test_the_live_tab_renders_with_its_snapshot_fallback(monkeypatch) -> None:
 
 
 def test_rates_count_recent_events_and_a_burst_does_not_inflate_them() -> None:
-    from core.live import _rate
+    from core.serving.live import _rate
 
     camera = [i / 30 for i in range(120)]  # 4 s at 30 frames/s
     assert _rate(camera, now=camera[-1]) == pytest.approx(30, abs=1)

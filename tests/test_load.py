@@ -86,6 +86,7 @@ def _render(page: str, query: dict[str, str]) -> tuple[float, Any]:
     return time.perf_counter() - t0, at
 
 
+@pytest.mark.slow
 def test_sessions_queue_train_and_pages_keep_answering(app_home: Path) -> None:
     from ui.engine import get_manager
 
@@ -138,7 +139,7 @@ def test_sessions_queue_train_and_pages_keep_answering(app_home: Path) -> None:
 @pytest.fixture
 def held_runs(monkeypatch: pytest.MonkeyPatch):
     """Runs that 'train' until released, so the queue can be filled without TensorFlow."""
-    import core.training as training
+    import core.training.job as job
 
     release = threading.Event()
 
@@ -147,15 +148,15 @@ def held_runs(monkeypatch: pytest.MonkeyPatch):
         release.wait(30)
         job._finish("finished", None)
 
-    monkeypatch.setattr(training._Job, "run", fake_run)
+    monkeypatch.setattr(job.Job, "run", fake_run)
     yield release
     release.set()
 
 
 def test_queue_limit_and_per_session_limit_refuse_with_a_sentence(held_runs: threading.Event, home: Path) -> None:
     from core.errors import UserError
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.store.runs import RunStore
+    from core.training.manager import TrainingManager
 
     manager = TrainingManager(RunStore(home), max_queued=3, max_queued_per_owner=2)
     first = manager.start(CFG, owner="tab-a")  # trains; it is not waiting in the queue
@@ -174,8 +175,8 @@ def test_queue_limit_and_per_session_limit_refuse_with_a_sentence(held_runs: thr
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.store.runs import RunStore
+    from core.training.manager import TrainingManager
 
     monkeypatch.setenv("CNNLAB_MAX_QUEUED", "5")
     monkeypatch.setenv("CNNLAB_MAX_QUEUED_PER_SESSION", "2")

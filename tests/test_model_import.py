@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from core.model_import import PREPROCESSING, ImportedModel, load_user_model
+from core.serving.model_import import PREPROCESSING, ImportedModel, load_user_model
 
 keras = pytest.importorskip("keras")
 
@@ -92,6 +92,7 @@ def test_older_teachable_machine_export_fails_with_the_groups_argument(tmp_path:
         keras.models.load_model(old, compile=False)
 
 
+@pytest.mark.slow
 def test_teachable_machine_import_matches_keras2_predictions(tm_import: ImportedModel, tm_expected) -> None:
     """Raw 0..255 pixels into the import == Keras 2's own predictions on x/127.5-1, within 1e-4."""
     assert tm_import.source == "teachable-machine"

@@ -1,7 +1,7 @@
 """Any photo a person may drop on the Classify page: every kind comes out upright, in colour, sized for the model.
 
 Each kind encodes the same small scene (red left half, blue right half, a green block in the top-left
-corner) the way that kind of file stores it; what the Classify path (``core.classify``) keeps must look
+corner) the way that kind of file stores it; what the Classify path (``core.serving.classify``) keeps must look
 like the scene, and the model must get that image. Plus a very large phone photo (memory and time in a
 separate process), a decompression bomb, and the "none of these" answer of a run with a background class.
 """
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.classify import KEEP_SIDE, classify_photos
-from core.images import HEIF_SUPPORTED
+from core.data.images import HEIF_SUPPORTED
+from core.serving.classify import KEEP_SIDE, classify_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 24, 32
@@ -133,8 +133,8 @@ def predictor():
     import keras
 
     from core.config import ModelSpec
-    from core.inference import Predictor
-    from core.models import build_model
+    from core.models.registry import build_model
+    from core.serving.predictor import Predictor
 
     keras.utils.set_random_seed(0)
     return Predictor(build_model(ModelSpec(name="tiny"), (16, 16, 3), 3), ["rock", "paper", "scissors"])
@@ -159,8 +159,8 @@ def test_gray_photos_stay_gray_for_a_gray_model_and_become_rgb_for_a_colour_mode
     import keras
 
     from core.config import ModelSpec
-    from core.inference import Predictor
-    from core.models import build_model
+    from core.models.registry import build_model
+    from core.serving.predictor import Predictor
 
     gray_model = Predictor(build_model(ModelSpec(name="tiny"), (16, 16, 1), 3), ["a", "b", "c"])
     data = KINDS["gray.png"][0]()
@@ -172,6 +172,7 @@ def test_gray_photos_stay_gray_for_a_gray_model_and_become_rgb_for_a_colour_mode
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_a_very_large_photo_is_shrunk_with_sane_memory_and_time(tmp_path: Path) -> None:
     """A 6000x4000 portrait JPEG (EXIF-rotated, as phones save them) in a fresh process: peak RSS and time."""
     width, height = 6000, 4000
@@ -185,7 +186,7 @@ def test_a_very_large_photo_is_shrunk_with_sane_memory_and_time(tmp_path: Path) 
     child = textwrap.dedent(f"""
         import json, resource, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from core.classify import decode_photo
+        from core.serving.classify import decode_photo
         data = open({str(path)!r}, "rb").read()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
@@ -225,7 +226,7 @@ def background_names(predictor, image: np.ndarray) -> list[str]:
 
 
 def test_a_background_class_answers_none_of_these(predictor) -> None:
-    from core.inference import Predictor
+    from core.serving.predictor import Predictor
 
     data = KINDS["photo.png"][0]()
     with_background = Predictor(predictor.model, background_names(predictor, scene()))
@@ -237,11 +238,12 @@ def test_a_background_class_answers_none_of_these(predictor) -> None:
     assert plain.verdict(0.0) == plain.label != "none of these"
 
 
+@pytest.mark.slow
 def test_the_classify_page_says_none_of_these_for_a_background_run(tmp_path: Path, monkeypatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from core.inference import Predictor
-    from core.store import RunStore
+    from core.serving.predictor import Predictor
+    from core.store.runs import RunStore
 
     sys.path.insert(0, str(ROOT / "tests" / "app"))
     from eval_pages_runs import copy_run, shared_home

@@ -1,4 +1,4 @@
-"""core.pipeline: the same pixels whichever way a split is fed, seeded shuffles, augmentation in training only."""
+"""core.data.pipeline: the same pixels whichever way a split is fed, seeded shuffles, augmentation in training only."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from data_factory import class_color, make_array, make_class_folder, save_image
 from PIL import Image
 
-from core import pipeline
 from core.config import AugmentConfig, SplitConfig
-from core.datasets import Split, load_dataset
-from core.images import decode_image, resize_image
-from core.pipeline import build_augmenter, fit_image, make_tf_dataset
-from data_factory import class_color, make_array, make_class_folder, save_image
+from core.data import pipeline
+from core.data.dataset import Split
+from core.data.images import decode_image, resize_image
+from core.data.pipeline import build_augmenter, make_tf_dataset
+from core.data.pixels import to_model_pixels
+from core.data.sources import load_dataset
 
 ALL = SplitConfig(val_fraction=0.0, test_fraction=0.0)
 
@@ -96,7 +98,7 @@ def test_array_source_resizes_and_converts_channels() -> None:
     assert tfds.cardinality().numpy() == 3
     x, y = _collect(tfds)
     assert x.shape == (40, 16, 16, 3) and 0 <= x.min() and x.max() <= 255
-    expected = np.stack([fit_image(split.images[i], 16, 3) for i in range(40)])
+    expected = np.stack([to_model_pixels(split.images[i], 16, 3) for i in range(40)])
     np.testing.assert_array_equal(x, expected.astype(np.float32))
     np.testing.assert_array_equal(x[..., 0], x[..., 2])  # gray copied to every channel
     np.testing.assert_array_equal(y, split.labels)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from core.curves import overfitting_onset
-from core.plots import (
-    downsample,
-    learning_rate_chart,
-    pixel_histogram_chart,
-    size_chart,
-    split_counts_chart,
-    training_curves,
-)
+from core.plots.data import pixel_histogram_chart, size_chart, split_counts_chart
+from core.plots.style import downsample
+from core.plots.training import learning_rate_chart, training_curves
+from core.training.curves import overfitting_onset
 
 HISTORY = {
     "loss": [1.0, 0.6, 0.3, 0.1],

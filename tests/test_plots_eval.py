@@ -8,7 +8,16 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from core import plots_eval
+from core.explain.confusion import cell_label, cell_members, cell_options, confusion_rates
+from core.plots.evaluation import (
+    comparison_bars_figure,
+    confidence_figure,
+    confusion_matrix_figure,
+    overlay_curves_figure,
+    per_class_figure,
+    selected_cell,
+    top_k_figure,
+)
 
 NAMES = ["0", "1", "2"]  # digit-like names: plotly would read them as numbers on a category axis
 CM = np.array([[5, 2, 0], [1, 6, 0], [0, 3, 4]])
@@ -19,7 +28,7 @@ def _cells_trace(fig: go.Figure) -> go.Scatter:
 
 
 def test_confusion_matrix_has_heatmap_and_one_clickable_point_per_cell() -> None:
-    fig = plots_eval.confusion_matrix_figure(CM, NAMES)
+    fig = confusion_matrix_figure(CM, NAMES)
     heat = next(t for t in fig.data if isinstance(t, go.Heatmap))
     assert np.array_equal(np.asarray(heat.z), CM)
     cells = _cells_trace(fig)
@@ -34,7 +43,7 @@ def test_confusion_matrix_has_heatmap_and_one_clickable_point_per_cell() -> None
 
 
 def test_hover_carries_counts_and_both_rates() -> None:
-    fig = plots_eval.confusion_matrix_figure(CM, NAMES)
+    fig = confusion_matrix_figure(CM, NAMES)
     cells = _cells_trace(fig)
     t, p = 2, 1
     custom = cells.customdata[t * 3 + p]
@@ -44,21 +53,21 @@ def test_hover_carries_counts_and_both_rates() -> None:
 
 
 def test_normalised_matrix_shows_row_shares() -> None:
-    fig = plots_eval.confusion_matrix_figure(CM, NAMES, normalize=True)
+    fig = confusion_matrix_figure(CM, NAMES, normalize=True)
     z = np.asarray(next(t for t in fig.data if isinstance(t, go.Heatmap)).z, dtype=float)
     assert np.allclose(z.sum(axis=1), 1.0)
     assert z[0, 1] == pytest.approx(2 / 7)
 
 
 def test_selected_cell_is_framed_and_figure_serialises() -> None:
-    fig = plots_eval.confusion_matrix_figure(CM, NAMES, selected=(2, 1), teacher_mode=True)
+    fig = confusion_matrix_figure(CM, NAMES, selected=(2, 1), teacher_mode=True)
     shape = fig.layout.shapes[0]
     assert (shape.x0, shape.x1, shape.y0, shape.y1) == (0.5, 1.5, 1.5, 2.5)
     json.loads(fig.to_json())
 
 
 def test_empty_rows_do_not_divide_by_zero() -> None:
-    rows, cols = plots_eval.confusion_rates(np.array([[0, 0], [1, 3]]))
+    rows, cols = confusion_rates(np.array([[0, 0], [1, 3]]))
     assert np.all(np.isfinite(rows)) and rows[0].sum() == 0 and rows[1, 1] == pytest.approx(0.75)
     assert cols[1, 1] == pytest.approx(1.0)
 
@@ -76,7 +85,7 @@ def test_empty_rows_do_not_divide_by_zero() -> None:
     ],
 )
 def test_selected_cell_reads_streamlit_selection(selection, expected) -> None:
-    assert plots_eval.selected_cell(selection) == expected
+    assert selected_cell(selection) == expected
 
 
 def test_cell_members_returns_the_images_of_the_cell_most_surprising_first() -> None:
@@ -89,21 +98,21 @@ def test_cell_members_returns_the_images_of_the_cell_most_surprising_first() -> 
         [0.6, 0.3, 0.1],  # 1 -> 0
         [0.0, 0.0, 1.0],  # 2 -> 2
     ])
-    assert plots_eval.cell_members(y, probs, 1, 0).tolist() == [3, 4]
-    assert plots_eval.cell_members(y, probs, 0, 1).tolist() == [1]
-    assert plots_eval.cell_members(y, probs, 2, 0).tolist() == []
+    assert cell_members(y, probs, 1, 0).tolist() == [3, 4]
+    assert cell_members(y, probs, 0, 1).tolist() == [1]
+    assert cell_members(y, probs, 2, 0).tolist() == []
 
 
 def test_cell_options_list_mistakes_first_then_the_diagonal() -> None:
-    options = plots_eval.cell_options(CM, NAMES)
+    options = cell_options(CM, NAMES)
     assert options[0] == (2, 1)  # the largest mistake
     assert set(options) == {(t, p) for t, p in zip(*np.nonzero(CM))}
     assert all(t != p for t, p in options[:3]) and all(t == p for t, p in options[3:])
-    assert plots_eval.cell_label((2, 1), NAMES, 3) == "true 2 → predicted 1 (3 images)"
+    assert cell_label((2, 1), NAMES, 3) == "true 2 → predicted 1 (3 images)"
 
 
 def test_top_k_bars_most_likely_on_top_with_threshold_line() -> None:
-    fig = plots_eval.top_k_figure([("cat", 0.7), ("dog", 0.2), ("fox", 0.1)], threshold=0.8)
+    fig = top_k_figure([("cat", 0.7), ("dog", 0.2), ("fox", 0.1)], threshold=0.8)
     bar = fig.data[0]
     assert list(bar.y) == ["fox", "dog", "cat"]  # plotly draws the last category on top
     assert any("not sure" in (a.text or "") for a in fig.layout.annotations)
@@ -111,12 +120,12 @@ def test_top_k_bars_most_likely_on_top_with_threshold_line() -> None:
 
 def test_per_class_confidence_and_comparison_figures_build() -> None:
     per_class = [{"label": "0", "precision": 1.0, "recall": 0.5, "f1": 0.67, "support": 2}]
-    assert len(plots_eval.per_class_figure(per_class).data) == 3
-    conf = plots_eval.confidence_figure(np.array([0.9, 0.4, 0.8]), np.array([True, False, True]))
+    assert len(per_class_figure(per_class).data) == 3
+    conf = confidence_figure(np.array([0.9, 0.4, 0.8]), np.array([True, False, True]))
     assert [t.name for t in conf.data] == ["right (2)", "wrong (1)"]
     histories = [("a", {"accuracy": [0.5, 0.7], "val_accuracy": [0.4, 0.6]}), ("b", {"accuracy": [0.6]})]
-    curves = plots_eval.overlay_curves_figure(histories, "accuracy", teacher_mode=True)
+    curves = overlay_curves_figure(histories, "accuracy", teacher_mode=True)
     assert [t.name for t in curves.data] == ["a · training", "a · validation", "b · training"]
-    assert curves.data[0].line.width > plots_eval.overlay_curves_figure(histories).data[0].line.width
-    bars = plots_eval.comparison_bars_figure([{"name": "a", "accuracy": 0.8, "macro_f1": None}])
+    assert curves.data[0].line.width > overlay_curves_figure(histories).data[0].line.width
+    bars = comparison_bars_figure([{"name": "a", "accuracy": 0.8, "macro_f1": None}])
     assert list(bars.data[0].y) == [0.8]

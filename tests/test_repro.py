@@ -9,7 +9,9 @@ import pytest
 
 from core.config import ModelSpec, SplitConfig, TrainConfig
 from core.errors import UserError
-from core.repro import (
+from core.store.runs import RunStore
+from core.training.manager import train_to_completion
+from core.training.repro import (
     ENV_FILE,
     history_difference,
     recorded_environment,
@@ -18,8 +20,6 @@ from core.repro import (
     rerun_sentence,
     same_recipe,
 )
-from core.store import RunStore
-from core.training import train_to_completion
 
 TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=12, seed=3), model=ModelSpec(name="tiny"),
                    image_size=8, batch_size=16, epochs=2, seed=7, use_feature_cache=False, name="tiny",
@@ -45,6 +45,7 @@ def test_history_difference():
     assert history_difference(a, dict(a, val_accuracy=[0.4, 0.5])) is None  # a gap against a number
 
 
+@pytest.mark.slow
 def test_deterministic_rerun_matches_and_the_card_says_so(home: Path):
     store = RunStore(home)
     first = train_to_completion(TINY.replace(deterministic=True), store)

@@ -14,14 +14,16 @@ import keras
 import numpy as np
 import pytest
 
-import core.training as training
-from core import checkpoint
+import core.training.job as job
+import core.training.snapshot as snapshot
 from core.cli import main
 from core.config import ModelSpec, SplitConfig, TrainConfig
 from core.errors import UserError
-from core.inference import Predictor
-from core.store import RunStore
-from core.training import TrainingManager
+from core.serving.predictor import Predictor
+from core.store.runs import RunStore
+from core.training import checkpoint
+from core.training.callbacks import EarlyStop, EpochDecay, HalveOnPlateau
+from core.training.manager import TrainingManager
 from tests.data_factory import make_class_folder
 from tests.run_helpers import stopping_in_epoch
 
@@ -75,6 +77,7 @@ def copy(stopped: tuple[Path, str], tmp_path: Path) -> tuple[RunStore, str]:
 # ---------------------------------------------------------------- resuming
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_under_the_same_id_and_continues_its_optimizer(copy: tuple[RunStore, str]) -> None:
     store, run_id = copy
     before = store.epochs(run_id)
@@ -127,16 +130,27 @@ def test_checkpoint_restores_weights_and_optimizer_state_exactly(tmp_path: Path)
 
 
 def test_early_stopping_and_lr_plateau_counters_survive_a_resume() -> None:
-    saved = [keras.callbacks.EarlyStopping(patience=5), keras.callbacks.ReduceLROnPlateau(patience=3)]
+    saved = [EarlyStop("val_loss", "min", 5), HalveOnPlateau("val_loss", "min", 3), EpochDecay(0.1)]
     saved[0].wait, saved[0].best, saved[0].best_epoch = 2, np.float32(0.25), 4
-    saved[1].wait, saved[1].best, saved[1].cooldown_counter = 1, 0.3, 0
+    saved[1].wait, saved[1].best = 1, 0.3
+    saved[2].first = False
     state = json.loads(json.dumps(checkpoint.callback_state(saved)))  # as state.json stores it
-    fresh = [keras.callbacks.EarlyStopping(patience=5), keras.callbacks.ReduceLROnPlateau(patience=3)]
+    fresh = [EarlyStop("val_loss", "min", 5), HalveOnPlateau("val_loss", "min", 3), EpochDecay(0.1)]
     for cb in fresh:
         cb.on_train_begin()  # resets the counters, as a new fit does
     checkpoint.apply_callback_state(fresh, state)
     assert (fresh[0].wait, fresh[0].best, fresh[0].best_epoch) == (2, 0.25, 4)
     assert (fresh[1].wait, fresh[1].best) == (1, 0.3)
+    assert fresh[2].first is False
+
+
+def test_counters_saved_by_an_older_checkpoint_still_apply() -> None:
+    """state.json written before the run had its own callbacks: Keras' attribute names, read back the same."""
+    old = [["EarlyStopping", {"wait": 3, "stopped_epoch": 0, "best": 0.5, "best_epoch": 2}],
+           ["ReduceLROnPlateau", {"wait": 1, "best": 0.4, "cooldown_counter": 0}]]
+    fresh = [EarlyStop("val_loss", "min", 5), HalveOnPlateau("val_loss", "min", 3)]
+    checkpoint.apply_callback_state(fresh, old)
+    assert (fresh[0].wait, fresh[0].best, fresh[0].best_epoch, fresh[1].wait, fresh[1].best) == (3, 0.5, 2, 1, 0.4)
 
 
 def test_a_crash_between_the_weights_file_and_its_state_keeps_the_previous_checkpoint(
@@ -163,6 +177,7 @@ def test_a_crash_between_the_weights_file_and_its_state_keeps_the_previous_check
     assert sorted(p.name for p in folder.iterdir()) == ["epoch-0001.npz", "epoch-0003.npz", "state.json"]
 
 
+@pytest.mark.slow
 def test_cli_resume_continues_the_run_and_prints_its_summary(copy: tuple[RunStore, str],
                                                                capsys: pytest.CaptureFixture) -> None:
     store, run_id = copy
@@ -241,6 +256,7 @@ def test_resume_refuses_a_damaged_checkpoint(copy: tuple[RunStore, str], damage:
     assert "cannot be resumed because its checkpoint is damaged" in _refused(store, run_id)
 
 
+@pytest.mark.slow
 def test_resume_refuses_when_the_dataset_changed(home: Path, tmp_path: Path) -> None:
     data = make_class_folder(tmp_path / "data", classes=("a", "b"), per_class=12, size=16)
     store = RunStore(home)
@@ -261,12 +277,12 @@ TRANSFER = TrainConfig(data=SHAPES, split=SplitConfig(seed=0), image_size=32, ba
 
 
 def _steps(home: Path, config: TrainConfig) -> int:
-    from core.datasets import load_dataset
+    from core.data.sources import load_dataset
 
     return math.ceil(len(load_dataset(config.data, config.split, home=home).splits["train"]) / config.batch_size)
 
 
-def _resume(store: RunStore, run_id: str) -> training.RunSnapshot:
+def _resume(store: RunStore, run_id: str) -> snapshot.RunSnapshot:
     manager = TrainingManager(store)
     manager.resume(run_id)
     snap = manager.wait(run_id, TIMEOUT)
@@ -287,6 +303,7 @@ def _stand_in_backbone(weights: None = None, include_top: bool = False, input_sh
     return keras.Model(inputs, x, name="stand_in")
 
 
+@pytest.mark.slow
 def test_a_transfer_run_resumes_on_cached_features_and_in_its_fine_tuning_phase(
         home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One run, resumed twice: first in the head-on-cached-features phase, then inside fine-tuning."""
@@ -314,7 +331,7 @@ def test_a_transfer_run_resumes_on_cached_features_and_in_its_fine_tuning_phase(
 
 
 def test_resume_rewrites_model_keras_unless_it_holds_the_kept_epoch(copy: tuple[RunStore, str]) -> None:
-    """model.keras is written at most every so often during training (core.training.SAVE_TIME_SHARE), so the
+    """model.keras is written at most every so often during training (core.job.SAVE_TIME_SHARE), so the
     checkpoint records which epoch it holds; a resume rewrites it exactly when that is not the kept epoch."""
     store, run_id = copy
     path = checkpoint.checkpoint_dir(store.run_dir(run_id)) / checkpoint.STATE_FILE

@@ -14,16 +14,8 @@ import pytest
 
 from core.config import TrainConfig
 from core.errors import UserError
-from core.store import (
-    RunStore,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    default_home,
-    new_run_id,
-    process_alive,
-    process_start_token,
-)
+from core.store.files import atomic_path, atomic_write_bytes, atomic_write_json
+from core.store.runs import RunStore, default_home, new_run_id, process_alive, process_start_token
 
 
 def test_default_home_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -124,7 +116,7 @@ def test_concurrent_thread_writers_never_see_locked(home: Path) -> None:
 
 _WRITER = """
 import sys
-from core.store import RunStore
+from core.store.runs import RunStore
 home, run_id, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = RunStore(home)
 for e in range(n):
@@ -156,7 +148,7 @@ def test_mark_interrupted_only_touches_dead_owners(home: Path) -> None:
     store.set_status(mine, "running")
     # A run written by a child process that has exited since.
     code = (
-        "import sys; from core.store import RunStore; from core.config import TrainConfig;"
+        "import sys; from core.store.runs import RunStore; from core.config import TrainConfig;"
         "s = RunStore(sys.argv[1]); r = s.create_run(TrainConfig()); s.set_status(r, 'running');"
         "s.add_epoch(r, 1, {'loss': 1.0}); print(r)"
     )

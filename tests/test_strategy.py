@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from core import strategy as strategy_mod
+from core.models import strategy as strategy_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 import keras
-from core.strategy import get_strategy, describe_strategy
+from core.models.strategy import get_strategy, describe_strategy
 strategy = get_strategy(device_type="CPU")
 with strategy.scope():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
@@ -45,6 +45,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus_trains() -> None:
     """Two logical CPU devices give a 2-replica MirroredStrategy whose scope trains a model."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")

@@ -13,12 +13,13 @@ import keras
 import numpy as np
 import pytest
 
-import core.models
-import core.training as training
+import core.models.registry
 from core.config import ConvBlock, CustomArchitecture, ModelSpec, SplitConfig, TrainConfig
-from core.evaluation import metrics_at_epoch, run_predictions
-from core.store import RunStore
-from core.training import TrainingManager, class_weights_from_counts, train_to_completion
+from core.explain.metrics import metrics_at_epoch, run_predictions
+from core.store.runs import RunStore
+from core.training import fitting, job
+from core.training.fitting import class_weights_from_counts
+from core.training.manager import TrainingManager, train_to_completion
 
 # 20 digits a class -> 140 training images: 14 full batches of 10 at 12 px (no partial batch to retrace).
 TINY = TrainConfig(data="builtin:digits", split=SplitConfig(limit_per_class=20), image_size=12, batch_size=10,
@@ -39,6 +40,7 @@ def test_class_weights_balance_counts() -> None:
     assert 3 * w[0] == pytest.approx(1 * w[1])  # each present class weighs the same in total
 
 
+@pytest.mark.slow
 def test_a_finished_run_has_every_artifact_and_an_epoch_rewind(home: Path) -> None:
     store = RunStore(home)
     summary = train_to_completion(TINY.replace(epochs=3), store)
@@ -67,6 +69,7 @@ def test_a_finished_run_has_every_artifact_and_an_epoch_rewind(home: Path) -> No
     assert last["accuracy"] == pytest.approx(summary["history"]["val_accuracy"][-1], abs=0.01)
 
 
+@pytest.mark.slow
 def test_queue_runs_one_at_a_time(manager: TrainingManager) -> None:
     first = manager.start(TINY)
     second = manager.start(TINY.replace(seed=1))
@@ -97,6 +100,7 @@ def test_queue_runs_one_at_a_time(manager: TrainingManager) -> None:
     assert manager.snapshot(second) is None and not folder.exists()
 
 
+@pytest.mark.slow
 def test_stop_is_honoured_within_one_batch(manager: TrainingManager, monkeypatch: pytest.MonkeyPatch) -> None:
     started_after_stop: list[int] = []
     state: dict[str, Any] = {"stopped": False}
@@ -118,12 +122,12 @@ def test_stop_is_honoured_within_one_batch(manager: TrainingManager, monkeypatch
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.epoch = epoch
 
-    real_fit = training._fit_model
+    real_fit = fitting.fit_model
 
     def fit_with_stopper(model, train_ds, val_ds, *, callbacks, **kwargs):
         return real_fit(model, train_ds, val_ds, callbacks=[*callbacks, StopMidEpoch()], **kwargs)
 
-    monkeypatch.setattr(training, "_fit_model", fit_with_stopper)
+    monkeypatch.setattr(fitting, "fit_model", fit_with_stopper)
     state["run_id"] = manager.start(TINY.replace(epochs=30))
     snap = manager.wait(state["run_id"], WAIT)
 
@@ -152,7 +156,7 @@ def test_an_exception_is_recorded_on_the_run(manager: TrainingManager, monkeypat
     def broken_fit(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated failure inside fit")
 
-    monkeypatch.setattr(training, "_fit_model", broken_fit)
+    monkeypatch.setattr(fitting, "fit_model", broken_fit)
     rid = manager.start(TINY)
     snap = manager.wait(rid, WAIT)
     assert snap.status == "failed" and "simulated failure inside fit" in snap.message
@@ -168,6 +172,7 @@ def test_a_user_error_becomes_the_runs_message(manager: TrainingManager) -> None
     assert not any(e["kind"] == "traceback" for e in manager.store.events(rid))
 
 
+@pytest.mark.slow
 def test_deterministic_runs_repeat_exactly(manager: TrainingManager) -> None:
     cfg = TINY.replace(deterministic=True, seed=7, augment=TINY.augment.preset("light"))
     a = manager.wait(manager.start(cfg), WAIT)
@@ -181,11 +186,12 @@ def test_deterministic_runs_repeat_exactly(manager: TrainingManager) -> None:
 def test_optimizers_are_built_from_the_config() -> None:
     for name, cls in (("adam", keras.optimizers.Adam), ("nadam", keras.optimizers.Nadam),
                       ("rmsprop", keras.optimizers.RMSprop), ("sgd", keras.optimizers.SGD)):
-        opt = training._optimizer(TINY.replace(optimizer=name, momentum=0.8), 0.01)
+        opt = fitting.optimizer(TINY.replace(optimizer=name, momentum=0.8), 0.01)
         assert isinstance(opt, cls) and float(opt.learning_rate) == pytest.approx(0.01)
-    assert training._optimizer(TINY.replace(optimizer="sgd", momentum=0.8), 0.01).momentum == pytest.approx(0.8)
+    assert fitting.optimizer(TINY.replace(optimizer="sgd", momentum=0.8), 0.01).momentum == pytest.approx(0.8)
 
 
+@pytest.mark.slow
 def test_decay_plateau_early_stopping_and_class_weights(home: Path) -> None:
     store = RunStore(home)
     cfg = TINY.replace(epochs=6, optimizer="nadam", lr_decay_rate=0.5, reduce_lr_patience=2,
@@ -198,6 +204,7 @@ def test_decay_plateau_early_stopping_and_class_weights(home: Path) -> None:
     stopped_early = any("Early stopping" in e["text"] for e in store.events(s["run_id"]))
     assert stopped_early == (len(lrs) < cfg.epochs)
 
+@pytest.mark.slow
 def test_transfer_model_fine_tunes_in_a_second_phase(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     initial: dict[str, np.ndarray] = {}
 
@@ -213,7 +220,7 @@ def test_transfer_model_fine_tunes_in_a_second_phase(home: Path, monkeypatch: py
         initial["top"] = backbone.layers[2].get_weights()[0].copy()
         return model
 
-    monkeypatch.setattr(core.models, "build_model", small_transfer_model)
+    monkeypatch.setattr(core.models.registry, "build_model", small_transfer_model)
     spec = ModelSpec(name="transfer:mobilenet_v2", weights=None, fine_tune_layers=2, fine_tune_epochs=1)
     cfg = TINY.replace(model=spec, epochs=1, restore_best=False, use_feature_cache=False)
     store = RunStore(home)
@@ -251,11 +258,12 @@ def _improvements(values: list[float]) -> int:
 
 
 @pytest.mark.parametrize("share, expect", [(0.0, "once"), (1e9, "every improvement")])
+@pytest.mark.slow
 def test_model_keras_holds_the_best_epoch_however_saves_are_throttled(
         home: Path, monkeypatch: pytest.MonkeyPatch, share: float, expect: str) -> None:
     """Share 0: no save may happen during training, so model.keras is written once at the end; a huge share:
     every improving epoch is written. Either way the file is the best epoch's model (what the test split saw)."""
-    monkeypatch.setattr(training, "SAVE_TIME_SHARE", share)
+    monkeypatch.setattr(job, "SAVE_TIME_SHARE", share)
     saves = _count_saves(monkeypatch)
     store = RunStore(home)
     s = train_to_completion(TINY.replace(epochs=4), store)
@@ -264,8 +272,8 @@ def test_model_keras_holds_the_best_epoch_however_saves_are_throttled(
     assert len(saves) == (1 if expect == "once" else improving)
     model = keras.saving.load_model(store.run_dir(s["run_id"]) / "model.keras")
     test = run_predictions(store, s["run_id"], "test")
-    from core.datasets import load_dataset
-    from core.pipeline import make_tf_dataset
+    from core.data.pipeline import make_tf_dataset
+    from core.data.sources import load_dataset
 
     split = load_dataset(TINY.data, TINY.split, home=home).splits["test"]
     pixels = make_tf_dataset(split, image_size=TINY.image_size, channels=1, batch_size=10, training=False)
@@ -273,6 +281,7 @@ def test_model_keras_holds_the_best_epoch_however_saves_are_throttled(
     assert s["best_epoch"] == int(np.argmin(s["history"]["val_loss"])) + 1
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_the_best_epoch_including_the_backbone(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Frozen layers are not copied while frozen; once unfrozen, the kept (best) weights include them."""
     initial: dict[str, np.ndarray] = {}
@@ -286,7 +295,7 @@ def test_fine_tuning_keeps_the_best_epoch_including_the_backbone(home: Path, mon
         initial["conv"] = backbone.layers[1].get_weights()[0].copy()
         return model
 
-    monkeypatch.setattr(core.models, "build_model", small_transfer_model)
+    monkeypatch.setattr(core.models.registry, "build_model", small_transfer_model)
     spec = ModelSpec(name="transfer:mobilenet_v2", weights=None, fine_tune_layers=2, fine_tune_epochs=2,
                      fine_tune_lr_factor=1.0)
     store = RunStore(home)

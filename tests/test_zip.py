@@ -7,11 +7,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from core import datasets
-from core.datasets import extract_zip, load_dataset
-from core.errors import UserError
 from data_factory import make_array, make_class_folder, make_split_folders, make_zip, png_bytes
+
+from core.data import zips
+from core.data.sources import load_dataset
+from core.data.zips import extract_zip
+from core.errors import UserError
 
 
 def _extracted(home: Path) -> list[Path]:
@@ -102,12 +103,12 @@ def test_symlink_entry_is_refused(tmp_path: Path, home: Path) -> None:
 def test_size_count_and_ratio_limits(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_class_folder(tmp_path / "src", per_class=4)
     zpath = make_zip(folder, tmp_path / "many.zip")
-    monkeypatch.setattr(datasets, "ZIP_MAX_FILES", 5)
+    monkeypatch.setattr(zips, "ZIP_MAX_FILES", 5)
     _assert_refused(zpath, home, "more than the limit of 5")
-    monkeypatch.setattr(datasets, "ZIP_MAX_FILES", 1000)
-    monkeypatch.setattr(datasets, "ZIP_MAX_BYTES", 1000)
+    monkeypatch.setattr(zips, "ZIP_MAX_FILES", 1000)
+    monkeypatch.setattr(zips, "ZIP_MAX_BYTES", 1000)
     _assert_refused(zpath, home, "would unpack to")
-    monkeypatch.setattr(datasets, "ZIP_MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(zips, "ZIP_MAX_BYTES", 1 << 30)
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a/1.png", png_bytes(make_array(0, 8)))

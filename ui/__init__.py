@@ -1,6 +1,6 @@
 """Shared Streamlit helpers for the pages: engine objects (``ui.engine``) and common widgets (``ui.common``).
 
-Lives outside ``pages/`` on purpose: files in ``pages/`` are pages (pitfall 5 in ARCHITECTURE.md).
+Lives outside ``pages/`` on purpose: files in ``pages/`` are pages (docs/architecture.md, pitfall 5).
 
 Importing this package also keeps Streamlit out of its legacy ``pages/`` folder mode. Streamlit
 turns that mode on for every new session's ``PagesManager`` while ``pages/`` exists and no script
@@ -17,7 +17,8 @@ It also stops Streamlit from calling ``keras.backend.clear_session()`` after eve
 training thread runs next to the script thread, and the Train page's once-a-second fragment made
 Streamlit clear TensorFlow's kernel cache and Keras' global state under it every second: measured,
 the overfitting demo went from 40 epochs in ~30 s to 1 epoch in 60 s with the page open. The
-engine clears its own sessions between runs (core/training.py).
+engine clears its own sessions between runs (``core.models.runtime.fit_session``). Both patches are
+checked by tests/app/test_streamlit_patches.py, which fails when a Streamlit upgrade moves what they patch.
 """
 
 from __future__ import annotations

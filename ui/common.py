@@ -14,6 +14,7 @@ _RUN_STATE = "cnnlab_current_run"
 _DATA_STATE = "cnnlab_data_source"
 _SPLIT_STATE = "cnnlab_split_json"
 DEFAULT_DATA_SOURCE = "builtin:shapes"
+POLL_SECONDS = 1.0  # how often a page's one polling fragment redraws while something trains
 
 # Markdown colours (st.markdown / st.caption); a plain "●" shows in every font, emoji do not.
 STATUS_COLORS = {

@@ -7,10 +7,9 @@ from typing import Any, Mapping
 import pandas as pd
 import streamlit as st
 
-from core import plots_lab
-from core.checks import DataCheck, brightness_shortcut, class_pixel_stats, pre_training_checks
-from core.config import SplitConfig, TrainConfig
-from core.experiments import apply_changes
+from core.config import SplitConfig, TrainConfig, apply_changes
+from core.data.checks import DataCheck, brightness_shortcut, class_pixel_stats, pre_training_checks
+from core.plots.data import channel_stats_figure, class_brightness_figure
 from ui.common import explain, teacher_mode, user_errors
 from ui.engine import home_dir, load_dataset_cached
 
@@ -21,7 +20,7 @@ FIXES_STATE = "train_fixes"
 @st.cache_data(show_spinner="Checking the data…", max_entries=8)
 def health_for(home: str, source: str, split_json: str) -> dict[str, Any]:
     """The health report as plain data, once per source and split."""
-    from core.datasets import health_report
+    from core.data.health import health_report
 
     return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
 
@@ -81,14 +80,14 @@ def render_data_checks(source: str, split: SplitConfig, report: Mapping[str, Any
         explain(f"Over a sample of {stats.get('sample', 0)} images, 0 = black, 255 = white. Many nearly black or white "
                 "pixels mean clipped, over- or under-exposed pictures.")
     with cols[1]:
-        st.plotly_chart(plots_lab.channel_stats_figure(stats, teacher_mode=teacher), key="data_channel_hist",
+        st.plotly_chart(channel_stats_figure(stats, teacher_mode=teacher), key="data_channel_hist",
                         config=CHART_CONFIG)
         explain("One histogram per channel; the dashed line is the mean and the grey band one standard deviation "
                 "either side.")
     with user_errors():
         per_class = class_stats_for(str(home_dir()), source, split.to_json())
         if len(per_class.get("classes") or {}) >= 2:
-            st.plotly_chart(plots_lab.class_brightness_figure(per_class, teacher_mode=teacher),
+            st.plotly_chart(class_brightness_figure(per_class, teacher_mode=teacher),
                             key="data_class_brightness", config=CHART_CONFIG)
             shortcut = brightness_shortcut(per_class)
             if shortcut:

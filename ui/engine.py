@@ -15,10 +15,10 @@ import streamlit as st
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from core.config import SplitConfig
-    from core.datasets import Dataset
-    from core.inference import Predictor
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.data.dataset import Dataset
+    from core.serving.predictor import Predictor
+    from core.store.runs import RunStore
+    from core.training.manager import TrainingManager
 
 
 def home_dir() -> Path:
@@ -26,7 +26,7 @@ def home_dir() -> Path:
     env = os.environ.get("CNNLAB_HOME")
     if env:
         return Path(env).expanduser().resolve()
-    from core.store import default_home
+    from core.store.runs import default_home
 
     return Path(default_home()).expanduser().resolve()
 
@@ -34,7 +34,7 @@ def home_dir() -> Path:
 @st.cache_resource(show_spinner=False)
 def _store_for(home: str) -> RunStore:
     """One RunStore per home folder for the whole server process."""
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     store = RunStore(Path(home))
     # Runs left "running" by a process that died (a server restart) would otherwise look alive.
@@ -44,8 +44,8 @@ def _store_for(home: str) -> RunStore:
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(home: str) -> TrainingManager:
-    """One TrainingManager per home: runs outlive tabs and reruns (pitfall 2)."""
-    from core.training import TrainingManager
+    """One TrainingManager per home: runs outlive tabs and reruns (docs/architecture.md, pitfall 2)."""
+    from core.training.manager import TrainingManager
 
     return TrainingManager(_store_for(home))
 
@@ -71,7 +71,7 @@ def get_manager() -> TrainingManager:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _predictor_for(home: str, run_id: str) -> Predictor:
     """A loaded model for one finished run; a few kept in memory, least recently used dropped."""
-    from core.inference import Predictor
+    from core.serving.predictor import Predictor
 
     return Predictor.from_run(_store_for(home), run_id)
 
@@ -85,13 +85,13 @@ def get_predictor(run_id: str) -> Predictor:
 def _dataset_for(home: str, source: str, split_json: str) -> Dataset:
     """A loaded dataset, keyed by source and split so equal settings give the same object."""
     from core.config import SplitConfig
-    from core.datasets import load_dataset
+    from core.data.sources import load_dataset
 
     return load_dataset(source, SplitConfig.from_json(split_json), home=Path(home))
 
 
 def load_dataset_cached(source: str, split_config: SplitConfig | None = None) -> Dataset:
-    """``core.datasets.load_dataset`` cached by source + split JSON; raises ``UserError`` like it."""
+    """``core.data.sources.load_dataset`` cached by source + split JSON; raises ``UserError`` like it."""
     from core.config import SplitConfig
 
     split = split_config if split_config is not None else SplitConfig()

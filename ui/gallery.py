@@ -1,13 +1,12 @@
 """Images on the Evaluate, Compare and Classify pages: display sizes, thumbnails, grids, Grad-CAM overlays.
 
-Shared by those three pages (pages/ must not import each other). Grad-CAM comes from
-``core.gradcam`` when it is installed in the engine; without it the toggles simply do not appear.
+Shared by those three pages (pages/ must not import each other). Grad-CAM is ``core.explain.gradcam``'s:
+one engine per model, shared with the live webcam (``gradcam_for``).
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,26 +16,15 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from core.data.pixels import to_channels
 from core.errors import UserError
 
 DISPLAY_SIDE = 160  # tiny dataset images (8-32 px) are enlarged to this with crisp pixels
 
 
-def to_rgb(img: np.ndarray) -> np.ndarray:
-    """uint8 HxWx3 from HxW, HxWx1, HxWx3 or HxWx4."""
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3])
-
-
 def for_display(img: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     """An image sized for the screen: small ones enlarged with visible pixels, big ones shrunk smoothly."""
-    rgb = to_rgb(img)
+    rgb = to_channels(img, 3)
     h, w = rgb.shape[:2]
     longest = max(h, w)
     if longest == side or longest == 0:
@@ -80,7 +68,7 @@ def image_grid(tiles: Sequence[Tile], columns: int = 6) -> None:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _file_rows(source: str, split_json: str, split_name: str, files: tuple[str, ...], _split: Any) -> list[int | None]:
     """Row of each prediction's image in the dataset split (cached per dataset, split and file list)."""
-    from core.comparison import file_index
+    from core.explain.comparison import file_index
 
     paths = getattr(_split, "files", None)
     names = paths if paths is not None else [_split.describe(i) for i in range(len(_split))]
@@ -143,23 +131,8 @@ class SplitImages:
 # ---------------------------------------------------------------- Grad-CAM
 
 
-def gradcam_available() -> bool:
-    """Whether the engine has Grad-CAM (``core/gradcam.py``)."""
-    return importlib.util.find_spec("core.gradcam") is not None  # no import: it loads TensorFlow
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _gradcam(key: str, _predictor: Any) -> Any:
-    """One Grad-CAM engine per model (``key`` names the model: a run id or an uploaded file's hash)."""
-    from core.gradcam import GradCam
-
-    return GradCam(_predictor.model)
-
-
 def gradcam_controls(key: str, default_on: bool = False) -> tuple[bool, float]:
-    """The 'Grad-CAM' toggle and its opacity slider; (False, 0) when the engine has no Grad-CAM."""
-    if not gradcam_available():
-        return False, 0.0
+    """The 'Grad-CAM' toggle and its opacity slider."""
     cols = st.columns([1, 2])
     on = cols[0].toggle(
         "Grad-CAM heat map", value=default_on, key=f"{key}_gradcam",
@@ -169,30 +142,28 @@ def gradcam_controls(key: str, default_on: bool = False) -> tuple[bool, float]:
     return on, float(alpha)
 
 
-def gradcam_image(model_key: str, predictor: Any, image: np.ndarray, class_index: int | None, alpha: float,
-                  side: int = DISPLAY_SIDE) -> np.ndarray:
+def gradcam_image(predictor: Any, image: np.ndarray, class_index: int | None, alpha: float,
+                  side: int = DISPLAY_SIDE, seen: np.ndarray | None = None) -> np.ndarray:
     """The image with the Grad-CAM map of ``class_index`` (predicted class if None) blended on top.
 
+    ``seen``: the model input the answer came from, when the shown ``image`` is a display copy.
     Raises ``UserError`` when the model cannot be explained (no convolutional layer).
     """
-    from core.gradcam import overlay
+    from core.explain.gradcam import gradcam_for, overlay
 
-    engine = _gradcam(model_key, predictor)
-    heat = engine.heatmap(predictor.preprocess(image), class_index)
+    heat = gradcam_for(predictor.model).heatmap(image if seen is None else seen, class_index)
     return overlay(for_display(image, side), heat, alpha)
 
 
-def gradcam_tiles(
-    model_key: str, predictor: Any, tiles: Sequence[Tile], classes: Sequence[int | None], alpha: float
-) -> list[Tile]:
+def gradcam_tiles(predictor: Any, tiles: Sequence[Tile], classes: Sequence[int | None], alpha: float) -> list[Tile]:
     """The same tiles with Grad-CAM blended in (one batched gradient pass); tiles without images stay."""
-    from core.gradcam import overlay
+    from core.explain.gradcam import gradcam_for, overlay
 
-    engine = _gradcam(model_key, predictor)
+    engine = gradcam_for(predictor.model)
     todo = [i for i, t in enumerate(tiles) if t.image is not None]
     if not todo:
         return list(tiles)
-    heats = engine.heatmaps([predictor.preprocess(tiles[i].image) for i in todo], [classes[i] for i in todo])
+    heats = engine.heatmaps([tiles[i].image for i in todo], [classes[i] for i in todo])
     out = list(tiles)
     for i, heat in zip(todo, heats):
         out[i] = Tile(overlay(for_display(tiles[i].image), heat, alpha), tiles[i].caption)

@@ -6,37 +6,34 @@ settings lead where, and the best run is one click away on Evaluate. Stop stops 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import streamlit as st
 
-from core import plots_lab
 from core.config import ModelSpec, TrainConfig
-from core.experiments import (
+from core.plots.experiments import group_curves_figure, parallel_coordinates_figure
+from core.plots.style import run_color
+from core.training.experiments.grid import (
     GRID_PARAMS,
     MAX_GRID_COMBINATIONS,
     MAX_GRID_PARAMS,
-    Experiment,
-    GroupStatus,
-    best_run,
     format_value,
     grid_experiment,
     grid_size,
-    lab_network,
+)
+from core.training.experiments.groups import (
+    Experiment,
+    GroupStatus,
+    best_run,
+    group_status,
     queue_experiment,
     results_table,
 )
-from ui.common import current_data_source, current_split, explain, metric_card, user_errors
+from core.training.experiments.lab import lab_network
+from ui.common import current_data_source, current_split, explain, metric_card, teacher_mode, user_errors
 from ui.engine import get_manager
-from ui.lab import (
-    CHART_CONFIG,
-    RESULT_COLUMNS,
-    choose_group,
-    poll_group,
-    render_group_progress,
-    results_frame,
-    show_group,
-)
+from ui.groups import CHART_CONFIG, RESULT_COLUMNS, choose_group, render_group_progress, results_frame, show_group
 
 CUSTOM = "custom"
 DEFAULT_VALUES = {"learning_rate": [1e-3, 3e-3], "batch_size": [16, 32], "dropout": [0.0, 0.4], "l2": [0.0, 1e-3],
@@ -49,7 +46,7 @@ LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 @st.cache_data(show_spinner=False)
 def _scratch_presets() -> list[str]:
     """Scratch preset names (transfer models are slow for a class-sized grid)."""
-    from core.models import list_models
+    from core.models.registry import list_models
 
     return [m.name for m in list_models() if m.kind == "scratch"]
 
@@ -98,8 +95,8 @@ def start_grid(experiment: Experiment) -> str:
     return group
 
 
-def render_grid_section() -> None:
-    """The grid form, the button, and the newest (or chosen) grid's results, live."""
+def render_grid_section(shown_live: Collection[str] = ()) -> None:
+    """The grid form, the button, and the newest (or chosen) grid's results (``shown_live``: drawn by the live panel)."""
     explain("Try every combination of a few settings and let the numbers pick the best. Each combination is an "
             f"ordinary run; at most {MAX_GRID_COMBINATIONS} so the class is not kept waiting.",
             teacher="Which learning rate and batch size work best? Train them all and compare.")
@@ -117,8 +114,10 @@ def render_grid_section() -> None:
             start_grid(experiment)
             st.rerun()
     group = choose_group("grid", "Grid search")
-    if group is not None:
-        poll_group("grid", group, render_grid)
+    if group in shown_live:
+        explain("This grid search is training: it is shown live at the top of the page, and here once it is done.")
+    elif group is not None and (status := group_status(get_manager(), group)) is not None:
+        render_grid(status, teacher_mode())
 
 
 def render_grid(status: GroupStatus, teacher: bool) -> None:
@@ -145,18 +144,18 @@ def render_grid(status: GroupStatus, teacher: bool) -> None:
             "test: the test images stay a fair final check only if nothing was picked with them.")
     done = [r for r in rows if r["val_accuracy"] is not None]
     if done:
-        fig = plots_lab.parallel_coordinates_figure(
+        fig = parallel_coordinates_figure(
             rows, params, labels=labels, scales={p: GRID_PARAMS[p].scale for p in params if p in GRID_PARAMS},
             teacher_mode=teacher)
         st.plotly_chart(fig, key=f"grid_parcoords_{status.group}", config=CHART_CONFIG)
         explain("Each line is one run, passing through its settings to its validation accuracy on the right; bright "
                 "lines did best. Drag along an axis to highlight the runs in a range.",
                 teacher="Follow the yellow lines: they show which settings worked.")
-    curves = [{"label": m.label, "history": m.snapshot.history, "color": plots_lab.run_color(i)}
+    curves = [{"label": m.label, "history": m.snapshot.history, "color": run_color(i)}
               for i, m in enumerate(status.members)
               if m.snapshot is not None and m.snapshot.history.get("accuracy")]
     if curves:
         with st.expander("Training curves of every run"):
-            st.plotly_chart(plots_lab.group_curves_figure(curves, teacher_mode=teacher), key="grid_curves",
+            st.plotly_chart(group_curves_figure(curves, teacher_mode=teacher), key="grid_curves",
                             config=CHART_CONFIG)
             explain("Left: training accuracy per epoch; right: validation accuracy. One colour per run.")

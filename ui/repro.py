@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.repro import ReproCard, repro_card, rerun_config, rerun_sentence
+from core.training.repro import ReproCard, repro_card, rerun_config, rerun_sentence
 from ui.common import explain, metric_card, set_current_run_id, user_errors
 from ui.engine import get_manager, get_store
 

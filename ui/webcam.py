@@ -1,7 +1,7 @@
 """The Classify page's live webcam: the camera stream with the model's answer drawn into every frame.
 
 Video travels over WebRTC (``streamlit-webrtc``): the browser sends camera frames to this server, the
-frame callback draws the latest answer in (``core.live.FrameClassifier``, which classifies the newest frame
+frame callback draws the latest answer in (``core.serving.live.FrameClassifier``, which classifies the newest frame
 in its own thread and drops the rest) and the frames go back to the page. No public STUN server is used, so
 it works offline on this computer and across a local network; ``CNNLAB_ICE_SERVERS`` adds STUN/TURN servers
 for a remote deployment. When the camera cannot work (no secure context, no camera, permission denied,
@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from core import plots_eval
 from core.errors import UserError
-from core.live import FrameClassifier, LiveStats, video_frame_callback
+from core.plots.evaluation import top_k_figure
+from core.serving.live import FrameClassifier, LiveStats, video_frame_callback
 from ui.common import explain, teacher_mode, user_errors
 
 STREAM_KEY = "cls_webcam"
@@ -288,7 +288,7 @@ def render_live(stats: LiveStats, threshold: float, active: bool, waited: float 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _classify_snapshot(model_key: str, data: bytes, _predictor: Any) -> Any:
     """One snapshot classified by one model (cached: reruns and threshold changes do not predict again)."""
-    from core.classify import classify_photos
+    from core.serving.classify import classify_photos
 
     return classify_photos(_predictor, [("snapshot", data)])[0]
 
@@ -309,6 +309,6 @@ def snapshot_fallback(predictor: Any, model_key: str, threshold: float, top_k: i
         else:
             st.warning(f"### Not sure\nMaybe **{result.label}** ({result.confidence:.0%}), below your "
                        f"{threshold:.0%} threshold.")
-        st.plotly_chart(plots_eval.top_k_figure(result.top(top_k), threshold=threshold, teacher_mode=teacher_mode()),
+        st.plotly_chart(top_k_figure(result.top(top_k), threshold=threshold, teacher_mode=teacher_mode()),
                         key="cls_live_snapshot_topk", config={"displayModeBar": False})
         explain("The model's most likely classes for your picture; the dashed line is your 'not sure' threshold.")

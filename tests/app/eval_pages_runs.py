@@ -29,8 +29,8 @@ BASE = TrainConfig(
 
 def shared_home() -> tuple[Path, list[str]]:
     """The home holding the two trained runs (oldest first), training them on first use in this process."""
-    from core.store import RunStore
-    from core.training import train_to_completion
+    from core.store.runs import RunStore
+    from core.training.manager import train_to_completion
 
     home = Path(os.environ["CNNLAB_HOME"]).parent / "eval-pages-home"
     with _LOCK:
@@ -46,7 +46,7 @@ def shared_home() -> tuple[Path, list[str]]:
 
 def copy_run(src_home: Path, run_id: str, dst_home: Path, config: TrainConfig, result_changes: dict[str, Any]) -> str:
     """A new finished run in ``dst_home`` with ``run_id``'s artifacts, ``config`` and an edited result."""
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     src, dst = RunStore(src_home), RunStore(dst_home)
     record = src.get(run_id)

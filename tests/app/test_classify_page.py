@@ -1,4 +1,4 @@
-"""Classify: photo decoding and verdicts (core.classify) and the page with real uploads (AppTest file_uploader)."""
+"""Classify: photo decoding and verdicts (core.serving.classify) and the page with real uploads (AppTest file_uploader)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from core.classify import KEEP_SIDE, PhotoResult, classify_photos, results_csv, results_rows  # noqa: E402
+from core.serving.classify import KEEP_SIDE, PhotoResult, classify_photos, results_csv, results_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture(scope="module")
 def predictor(runs):
-    from core.inference import Predictor
-    from core.store import RunStore
+    from core.serving.predictor import Predictor
+    from core.store.runs import RunStore
 
     home, (run_a, _) = runs
     return Predictor.from_run(RunStore(home), run_a)
@@ -49,9 +49,10 @@ def rotated_jpeg() -> bytes:
     return buf.getvalue()
 
 
-# ---------------------------------------------------------------- core.classify with a real predictor
+# ---------------------------------------------------------------- core.serving.classify with a real predictor
 
 
+@pytest.mark.slow
 def test_photos_of_every_kind_are_classified(predictor) -> None:
     big = io.BytesIO()
     Image.new("RGB", (3000, 1500), (10, 200, 10)).save(big, format="JPEG")
@@ -110,6 +111,7 @@ def open_classify(run_id: str | None = None) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_upload_one_photo_shows_verdict_top_k_and_what_the_model_saw(runs, predictor) -> None:
     _, (run_a, _) = runs
     at = open_classify(run_a)
@@ -163,7 +165,6 @@ def test_snapshot_from_the_camera_is_classified(runs) -> None:
 
 
 def test_a_corrupt_model_file_is_refused_with_a_sentence(runs) -> None:
-    pytest.importorskip("core.model_import")
     at = open_classify()
     at.button_group(key="cls_source").set_value("A model file").run()
     at.file_uploader(key="cls_model_file").set_value(("model.keras", b"PK\x03\x04 broken zip", "application/zip")).run()
@@ -172,9 +173,8 @@ def test_a_corrupt_model_file_is_refused_with_a_sentence(runs) -> None:
 
 
 def test_an_uploaded_keras_model_classifies_photos(runs, predictor) -> None:
-    pytest.importorskip("core.model_import")
     home, (run_a, _) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     model_bytes = (RunStore(home).run_dir(run_a) / "model.keras").read_bytes()
     labels = "\n".join(predictor.class_names).encode()
@@ -191,8 +191,9 @@ def test_an_uploaded_keras_model_classifies_photos(runs, predictor) -> None:
 
 
 def test_a_run_without_a_model_is_an_error_not_a_crash(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.store import RunStore
     from eval_pages_runs import BASE
+
+    from core.store.runs import RunStore
 
     monkeypatch.setenv("CNNLAB_HOME", str(home))
     store = RunStore(home)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_pages_runs import BASE, copy_run  # noqa: E402
 
-from core.comparison import disagreements, load_predictions  # noqa: E402
+from core.explain.comparison import disagreements, load_predictions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -29,7 +29,7 @@ def open_compare() -> AppTest:
 
 def test_two_runs_side_by_side(runs) -> None:
     home, (run_a, run_b) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     store = RunStore(home)
     at = open_compare()
@@ -56,6 +56,7 @@ def test_two_runs_side_by_side(runs) -> None:
         assert any("same answer" in s.value for s in at.success)
 
 
+@pytest.mark.slow
 def test_warns_when_runs_used_different_data_or_splits(runs, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src, (run_a, run_b) = runs
     monkeypatch.setenv("CNNLAB_HOME", str(home))
@@ -84,7 +85,7 @@ def test_a_run_with_missing_files_is_reported_not_crashed(runs, home: Path, monk
     copy_run(src, run_a, home, BASE.replace(name="a"), {})
     copy_run(src, run_b, home, BASE.replace(name="b"), {})
     broken = copy_run(src, run_b, home, BASE.replace(name="broken"), {})
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     (RunStore(home).run_dir(broken) / "predictions.npz").unlink()
     at = open_compare()  # the newest two are 'broken' and 'b'

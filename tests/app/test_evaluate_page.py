@@ -12,9 +12,10 @@ from streamlit.testing.v1 import AppTest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from core import plots_eval  # noqa: E402
-from core.comparison import load_epoch_predictions, load_predictions  # noqa: E402
-from core.evaluation import classification_metrics  # noqa: E402
+from core.explain.comparison import load_epoch_predictions, load_predictions  # noqa: E402
+from core.explain.confusion import cell_members, cell_options
+from core.explain.metrics import classification_metrics  # noqa: E402
+from core.plots.evaluation import confusion_matrix_figure, selected_cell  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -46,7 +47,7 @@ def metric(at: AppTest, label: str) -> str:
 
 def test_finished_run_shows_its_metrics_with_captions(runs) -> None:
     home, (run_a, _) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     result = RunStore(home).get(run_a).result
     at = open_evaluate(run_a)
@@ -65,20 +66,20 @@ def test_finished_run_shows_its_metrics_with_captions(runs) -> None:
 
 def test_a_clicked_cell_selects_the_images_in_it(runs) -> None:
     home, (run_a, _) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     preds = load_predictions(RunStore(home), run_a)
     cm = np.zeros((10, 10), int)
     np.add.at(cm, (preds.labels, preds.preds), 1)
-    cell = plots_eval.cell_options(cm, [str(i) for i in range(10)])[0]  # the biggest mistake
+    cell = cell_options(cm, [str(i) for i in range(10)])[0]  # the biggest mistake
     # What Streamlit reports for a click on that cell of the drawn figure:
-    fig = plots_eval.confusion_matrix_figure(cm, [str(i) for i in range(10)])
+    fig = confusion_matrix_figure(cm, [str(i) for i in range(10)])
     cells = next(t for t in fig.data if t.type == "scatter")
     point = cell[0] * 10 + cell[1]
     selection = {"selection": {"points": [{"curve_number": 1, "point_index": point, "x": cells.x[point],
                                            "y": cells.y[point], "customdata": list(cells.customdata[point])}]}}
-    assert plots_eval.selected_cell(selection) == cell
-    members = plots_eval.cell_members(preds.labels, preds.probs, *cell)
+    assert selected_cell(selection) == cell
+    members = cell_members(preds.labels, preds.probs, *cell)
     assert sorted(members.tolist()) == np.flatnonzero((preds.labels == cell[0]) & (preds.preds == cell[1])).tolist()
 
     at = open_evaluate(run_a)
@@ -95,7 +96,7 @@ def test_a_clicked_cell_selects_the_images_in_it(runs) -> None:
 
 def test_mistakes_gallery_sorted_by_loss_with_gradcam(runs) -> None:
     home, (run_a, _) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     preds = load_predictions(RunStore(home), run_a)
     wrong = int((~preds.correct).sum())
@@ -108,7 +109,7 @@ def test_mistakes_gallery_sorted_by_loss_with_gradcam(runs) -> None:
 
 def test_rewind_redraws_metrics_at_the_chosen_epoch(runs) -> None:
     home, (run_a, run_b) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     store = RunStore(home)
     epochs = load_epoch_predictions(store, run_b)
@@ -132,7 +133,7 @@ def test_rewind_redraws_metrics_at_the_chosen_epoch(runs) -> None:
 
 def test_every_prediction_table_filters_and_downloads(runs) -> None:
     home, (run_a, _) = runs
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     preds = load_predictions(RunStore(home), run_a)
     at = open_evaluate(run_a, tab="Every prediction")
@@ -164,7 +165,7 @@ def test_export_downloads_a_checked_keras_model(runs) -> None:
 
 
 def test_user_errors_are_one_sentence(runs, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.store import RunStore
+    from core.store.runs import RunStore
 
     monkeypatch.setenv("CNNLAB_HOME", str(home))
     store = RunStore(home)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.app.conftest import make_app, record_run, texts
 
 PAGE_TITLES = ["Data", "Train", "Evaluate", "Compare", "Classify"]
@@ -23,6 +25,7 @@ def test_frame_draws_navigation_and_teacher_toggle(app_home: Path) -> None:
     assert "No run is training" in texts(at)
 
 
+@pytest.mark.slow
 def test_teacher_mode_persists_in_the_url(app_home: Path) -> None:
     at = make_app()
     at.run()
@@ -33,8 +36,14 @@ def test_teacher_mode_persists_in_the_url(app_home: Path) -> None:
     fresh = make_app(query={"teacher": "1"})
     fresh.run()
     assert fresh.sidebar.toggle[0].value is True
+    # ... and its first run already carries the projector CSS in the sidebar (not in the event container).
+    assert any("font-size: 20px" in m.value for m in fresh.sidebar.markdown)
+    plain = make_app()
+    plain.run()
+    assert not any("font-size: 20px" in m.value for m in plain.sidebar.markdown)
 
 
+@pytest.mark.slow
 def test_sidebar_lists_runs_and_renames_and_deletes(app_home: Path) -> None:
     run_id = record_run(app_home, "finished")
     at = make_app()

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.app.conftest import TIMEOUT, make_app, texts, tiny_config, train_finished_run, wait_until
 from tests.data_factory import make_class_folder
 
@@ -27,8 +29,8 @@ def _manager(home: Path):
 
 def fake_group(home: Path, kind: str, members: list[dict[str, Any]], params: tuple[str, ...] = ()) -> str:
     """An experiment group of stored runs with canned curves and results (no training)."""
-    from core.experiments import Manifest, experiments_dir, new_group_id
-    from core.store import atomic_write_json
+    from core.store.files import atomic_write_json
+    from core.training.experiments.groups import Manifest, experiments_dir, new_group_id
 
     store = _store(home)
     group = new_group_id(kind)
@@ -92,8 +94,9 @@ def test_finished_lab_shows_its_three_lessons_with_numbers(app_home: Path) -> No
     assert not [b for b in at.button if (b.key or "").startswith("lab_stop_")]  # nothing left to stop
 
 
+@pytest.mark.slow
 def test_lab_button_queues_every_run_as_one_group_and_stop_cancels_them(app_home: Path) -> None:
-    from core.experiments import list_experiments, wait_group
+    from core.training.experiments.groups import list_experiments, wait_group
 
     at = make_app(page=TRAIN, query={"data": "builtin:digits"})
     at.run()
@@ -125,8 +128,9 @@ def test_grid_form_counts_runs_and_refuses_more_than_twelve(app_home: Path) -> N
     assert at.button(key="grid_start").disabled
 
 
+@pytest.mark.slow
 def test_grid_button_queues_one_group_and_stop_stops_the_whole_group(app_home: Path) -> None:
-    from core.experiments import list_experiments, wait_group
+    from core.training.experiments.groups import list_experiments, wait_group
 
     at = make_app(page=TRAIN, query={"data": "builtin:digits", "grid": "none"})
     at.run()
@@ -180,6 +184,7 @@ def test_data_page_shows_checks_and_pixel_statistics(app_home: Path) -> None:
     assert "No class stands out by brightness" in texts(at)
 
 
+@pytest.mark.slow
 def test_train_warns_before_start_and_applies_the_fix(app_home: Path, tmp_path: Path) -> None:
     root = make_class_folder(tmp_path / "pets", classes=("cat", "dog"), per_class={"cat": 40, "dog": 12}, size=16)
     at = make_app(page=TRAIN, query={"data": str(root)})
@@ -204,8 +209,9 @@ def test_train_warns_before_start_and_applies_the_fix(app_home: Path, tmp_path: 
 # ---------------------------------------------------------------- reproducibility card
 
 
+@pytest.mark.slow
 def test_evaluate_shows_the_repro_card_and_run_again_repeats_the_recipe(app_home: Path) -> None:
-    from core.repro import same_recipe
+    from core.training.repro import same_recipe
 
     run_id = train_finished_run(app_home, seed=5)
     at = make_app(page="pages/evaluate.py", query={"run": run_id})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.app.conftest import TIMEOUT, make_app, texts, wait_until
 
 TRAIN = "pages/train.py"
@@ -15,7 +17,7 @@ def metric(at, label: str) -> str:
 
 
 def built_params(spec, size: int = 32, channels: int = 1, classes: int = 10) -> int:
-    from core.models import build_model, count_params
+    from core.models.registry import build_model, count_params
 
     return count_params(build_model(spec, (size, size, channels), classes))["total"]
 
@@ -58,6 +60,7 @@ def _start(at, epochs: int) -> str:
     return run[0] if isinstance(run, list) else run
 
 
+@pytest.mark.slow
 def test_start_creates_a_run_and_stop_stops_it(app_home: Path) -> None:
     from ui.engine import get_manager
 
@@ -75,6 +78,7 @@ def test_start_creates_a_run_and_stop_stops_it(app_home: Path) -> None:
     assert not [b for b in at.button if b.key == f"train_stop_{run_id}"]
 
 
+@pytest.mark.slow
 def test_finished_run_shows_its_test_metrics_after_a_refresh(app_home: Path) -> None:
     from ui.engine import get_manager
 
@@ -93,6 +97,7 @@ def test_finished_run_shows_its_test_metrics_after_a_refresh(app_home: Path) -> 
     assert any(link.page == "evaluate" and f"run={run_id}" in link.query_string for link in links)
 
 
+@pytest.mark.slow
 def test_second_tab_without_a_run_attaches_to_the_active_one(app_home: Path) -> None:
     from ui.engine import get_manager
 
@@ -112,17 +117,14 @@ def test_second_tab_without_a_run_attaches_to_the_active_one(app_home: Path) -> 
 
 
 def _render_canned(status: str, root: str) -> None:
-    """Runs inside AppTest: render one canned RunSnapshot with the page's render function."""
-    import importlib.util
+    """Runs inside AppTest: render one canned RunSnapshot with the live panel's render function."""
     import sys
 
-    from core.config import TrainConfig
-    from core.training import RunSnapshot
-
     sys.path.insert(0, root)
-    spec = importlib.util.spec_from_file_location("train_page", f"{root}/pages/train.py")
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
+    from core.config import TrainConfig
+    from core.training.snapshot import RunSnapshot
+    from ui.train_panel import render_run
+
     history = {
         "loss": [1.0, 0.6, 0.3, 0.1, 0.05],
         "val_loss": [1.0, 0.7, 0.6, 0.8, 1.1],
@@ -139,7 +141,7 @@ def _render_canned(status: str, root: str) -> None:
         images_per_second=512.0, eta_seconds=95.0, history=history, batch_history=batches,
         result=result if status == "finished" else None, created=1.0, started=1.0, finished=None,
     )
-    page.render_run(snap, teacher=False, key="canned")
+    render_run(snap, teacher=False, key="canned")
 
 
 def canned(status: str):
@@ -194,9 +196,10 @@ def test_demo_pair_is_shown_side_by_side(app_home: Path) -> None:
 # ---------------------------------------------------------------- resume an interrupted run
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_offers_resume_from_its_checkpoint_and_the_button_resumes_it(app_home: Path) -> None:
-    from core.store import RunStore
-    from core.training import TrainingManager
+    from core.store.runs import RunStore
+    from core.training.manager import TrainingManager
     from tests.app.conftest import tiny_config
     from tests.run_helpers import stopping_in_epoch
     from ui.engine import get_manager, get_store

@@ -1,7 +1,7 @@
 """Real-browser smoke test: `streamlit run app.py` on a loopback port, driven by Debian's Chromium.
 
-Saves screenshots of every page to docs/screenshots/. Skipped with a reason when /usr/bin/chromium
-or the playwright package is missing; never downloads a browser.
+Saves screenshots of every page (to a temporary folder; see tests/browser/shots.py for refreshing the
+README's). Skipped with a reason when /usr/bin/chromium is missing; never downloads a browser.
 
 The fixtures are module-scoped and shared: `server` (one app process with its own CNNLAB_HOME),
 `browser` (one Chromium), and `demo_run` (the overfitting demo trained from the Train page, its
@@ -23,21 +23,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from playwright import sync_api
+
+from tests.browser.shots import screenshot_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = screenshot_folder()
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGE_TITLES = ["Data", "Train", "Evaluate", "Compare", "Classify"]
 SLOW = 240_000  # ms: the first page that imports TensorFlow on 2 busy cores
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 if not CHROMIUM.exists():
     pytest.skip("Debian Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
                 allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 
 # ---------------------------------------------------------------- the server
@@ -300,7 +302,7 @@ def tall_shot(page: Any, name: str, height: int) -> Path:
 
 
 CELL_CENTRE_JS = """(gd) => {
-  // The clickable cell centres carry customdata [true, predicted, count, ...] (core/plots_eval.py).
+  // The clickable cell centres carry customdata [true, predicted, count, ...] (core/plots/evaluation.py).
   const L = gd._fullLayout, cells = (gd.data || []).find(t => t.type === 'scatter' && t.customdata);
   if (!L || !L.xaxis || !cells) return null;
   let best = null;  // the biggest mistake, else the biggest right answer
@@ -346,8 +348,8 @@ def test_evaluate_page_click_a_confusion_cell(server: Server, browser: Any, demo
 
 def test_compare_page_two_runs(server: Server, browser: Any, demo_run: dict[str, Any]) -> None:
     from core.config import ModelSpec
-    from core.store import RunStore
-    from core.training import train_to_completion
+    from core.store.runs import RunStore
+    from core.training.manager import train_to_completion
 
     store = RunStore(server.home)
     demo = store.get(demo_run["run_id"])

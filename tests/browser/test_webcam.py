@@ -7,7 +7,7 @@ names one of the run's classes and (2) the video coming back from the server sho
 (a dimmed strip with white text and a coloured underline the raw fake stream does not have).
 Two more visits check what the page says where the camera cannot work: a plain-http address that is not
 this computer (no secure context) and a browser without any camera.
-Saves docs/screenshots/webcam.png. Skipped with a reason where /usr/bin/chromium or playwright is absent.
+Saves webcam.png (tests/browser/shots.py says where). Skipped with a reason where /usr/bin/chromium is absent.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
+from playwright import sync_api
+
+from tests.browser.shots import screenshot_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOT = ROOT / "docs" / "screenshots" / "webcam.png"
+SHOT = screenshot_folder() / "webcam.png"
 CHROMIUM = Path("/usr/bin/chromium")
 BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update"]
@@ -38,12 +41,11 @@ STREAM_IFRAME = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
 SLOW_MS = 240_000  # the first page that loads TensorFlow on 2 busy cores
 ANSWER_SECONDS = 120.0
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 if not CHROMIUM.exists():
     pytest.skip("Debian Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
                 allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 
 def _free_port() -> int:
@@ -78,8 +80,8 @@ def _healthy(url: str, process: subprocess.Popen) -> bool:
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A tiny finished run in a private home, and `streamlit run app.py` on a free loopback port."""
     from core.config import ModelSpec, SplitConfig, TrainConfig
-    from core.store import RunStore
-    from core.training import train_to_completion
+    from core.store.runs import RunStore
+    from core.training.manager import train_to_completion
 
     folder = tmp_path_factory.mktemp("webcam-app")
     home, keras_home = folder / "home", folder / "keras"
@@ -114,11 +116,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 # ---------------------------------------------------------------- reading the video
 
 
-SURE_RGB, UNSURE_RGB = (34, 197, 94), (245, 158, 11)  # core.live's SURE / UNSURE in RGB order
+SURE_RGB, UNSURE_RGB = (34, 197, 94), (245, 158, 11)  # core.serving.live's SURE / UNSURE in RGB order
 
 
 def banner_in(png: bytes) -> dict[str, float] | None:
-    """Where core.live's answer banner is in a video screenshot: its underline row, how dark, white text pixels."""
+    """Where core.serving.live's answer banner is in a video screenshot: its underline row, how dark, white text pixels."""
     from PIL import Image
 
     rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)

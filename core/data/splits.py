@@ -1,0 +1,191 @@
+"""Seeded, stratified splits: train/val/test cut from what a source gave, limits, subsampling, label noise.
+
+The same source, split settings and seed give the same split on any machine; ``split_hash`` is its
+fingerprint (equal data + equal settings = equal hash), so runs can say whether they are comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+
+from core.config import SplitConfig
+from core.data.dataset import SPLIT_NAMES, Dataset, Pool, Split, image_hashes
+from core.errors import UserError
+
+
+def finalise(pool: Pool, source: str, cfg: SplitConfig) -> Dataset:
+    """Limit, split, subsample, add label noise and fingerprint a pool."""
+    n_classes = len(pool.class_names)
+    total = sum(len(p) for p in pool.parts.values())
+    if total == 0:
+        raise UserError(f"'{pool.name}' contains no usable images.")
+    if n_classes < 2:
+        only = f" (only '{pool.class_names[0]}')" if pool.class_names else ""
+        raise UserError(f"'{pool.name}' has fewer than two classes{only}: a classifier needs at least two.")
+    notes = list(pool.notes)
+    parts = dict(pool.parts)
+    if cfg.limit_per_class is not None:
+        parts = _limit_per_class(parts, cfg.limit_per_class, cfg.seed)
+        notes.append(f"At most {cfg.limit_per_class} images per class are used.")
+    splits = _make_splits(parts, cfg, notes)
+    if getattr(cfg, "drop_duplicates", False):
+        splits = _drop_leaked_copies(splits, notes)
+    if cfg.train_fraction < 1.0:
+        keep = _per_class_sample(splits["train"].labels, cfg.train_fraction, [cfg.seed, 101])
+        splits["train"] = splits["train"].subset(keep)
+        notes.append(f"Training uses {cfg.train_fraction:.0%} of its images ({len(splits['train'])}).")
+    if cfg.label_noise > 0:
+        splits["train"] = _add_label_noise(splits["train"], cfg.label_noise, n_classes, cfg.seed)
+        flipped = int((splits["train"].labels != splits["train"].original_labels).sum())
+        notes.append(f"{flipped} training labels ({cfg.label_noise:.0%}) were deliberately flipped to a wrong class.")
+    ds = Dataset(
+        name=pool.name,
+        source=source,
+        class_names=list(pool.class_names),
+        channels=pool.channels,
+        splits=splits,
+        skipped=list(pool.skipped),
+        root=pool.root,
+        notes=notes,
+    )
+    ds.native_size = _native_size(ds)
+    ds.split_hash = split_hash(ds)
+    return ds
+
+
+def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str]) -> dict[str, Split]:
+    """Train/val/test from what the source gave: split it all, or carve the missing split from train."""
+    given = {k for k, v in parts.items() if len(v)}
+    if "train" not in parts and "all" not in parts:
+        raise UserError("The dataset has validation/test images but no training images (a 'train' folder).")
+    if given <= {"all"} or given <= {"train"}:
+        pool = parts.get("all") or parts["train"]
+        tr, va, te = _stratified(pool.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        return {"train": pool.subset(tr), "val": pool.subset(va), "test": pool.subset(te)}
+    train = parts["train"]
+    out = {"train": train, "val": parts.get("val"), "test": parts.get("test")}
+    if out["val"] is None or not len(out["val"]):
+        tr, va, _ = _stratified(train.labels, cfg.val_fraction, 0.0, cfg.seed)
+        out["train"], out["val"] = train.subset(tr), train.subset(va)
+        notes.append(f"The source has no validation split: {cfg.val_fraction:.0%} of its training images are used.")
+    if out["test"] is None or not len(out["test"]):
+        tr, te, _ = _stratified(out["train"].labels, cfg.test_fraction, 0.0, cfg.seed + 1)
+        base = out["train"]
+        out["train"], out["test"] = base.subset(tr), base.subset(te)
+        notes.append(f"The source has no test split: {cfg.test_fraction:.0%} of its training images are used.")
+    return out  # type: ignore[return-value]
+
+
+def _drop_leaked_copies(splits: dict[str, Split], notes: list[str]) -> dict[str, Split]:
+    """Remove from val, then test, every picture already in an earlier split (the leakage fix)."""
+    seen: set[str] = set()
+    out, removed = {}, 0
+    for name in SPLIT_NAMES:
+        part = splits.get(name)
+        if part is None:
+            continue
+        hashes = image_hashes(part)
+        if name != "train":
+            keep = [i for i, h in enumerate(hashes) if h not in seen]
+            removed += len(part) - len(keep)
+            part = part.subset(keep) if len(keep) < len(part) else part
+        out[name] = part
+        seen.update(hashes)
+    if removed:
+        notes.append(f"{removed} validation/test picture(s) that were copies of earlier splits' pictures were dropped.")
+    return out
+
+
+def _round(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def _stratified(labels: np.ndarray, val: float, test: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Per-class seeded shuffles cut into train/val/test; each class keeps at least one training image."""
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = np.random.default_rng([seed, int(c)]).permutation(idx)
+        n = len(idx)
+        n_test, n_val = _round(n * test), _round(n * val)
+        while n_test + n_val > n - 1 and (n_test or n_val):
+            if n_val >= n_test and n_val:
+                n_val -= 1
+            else:
+                n_test -= 1
+        parts[0].append(idx[: n - n_val - n_test])
+        parts[1].append(idx[n - n_val - n_test: n - n_test])
+        parts[2].append(idx[n - n_test:])
+    return tuple(np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts)
+
+
+def _per_class_sample(labels: np.ndarray, fraction: float, seed: list[int]) -> np.ndarray:
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = max(1, _round(len(idx) * fraction))
+        keep.append(np.random.default_rng([*seed, int(c)]).permutation(idx)[:n])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def _limit_per_class(parts: dict[str, Split], limit: int, seed: int) -> dict[str, Split]:
+    """Cap each class at ``limit`` images overall, sharing the cap between given splits by their sizes."""
+    totals: Counter[int] = Counter()
+    for part in parts.values():
+        totals.update(part.labels.tolist())
+    out = {}
+    for k, (name, part) in enumerate(sorted(parts.items())):
+        keep = []
+        for c in np.unique(part.labels):
+            idx = np.flatnonzero(part.labels == c)
+            n_c = totals[int(c)]
+            n = len(idx) if n_c <= limit else max(1, _round(limit * len(idx) / n_c))
+            keep.append(np.random.default_rng([seed, int(c), k, 7]).permutation(idx)[:n])
+        out[name] = part.subset(np.sort(np.concatenate(keep)) if keep else [])
+    return out
+
+
+def _add_label_noise(train: Split, noise: float, n_classes: int, seed: int) -> Split:
+    """Flip a seeded share of training labels to a different random class (validation/test untouched)."""
+    rng = np.random.default_rng([seed, 202])
+    labels = train.labels.copy()
+    n_flip = _round(len(labels) * noise)
+    idx = rng.choice(len(labels), size=n_flip, replace=False) if n_flip else np.zeros(0, np.int64)
+    labels[idx] = (labels[idx] + rng.integers(1, n_classes, size=len(idx))) % n_classes
+    out = replace(train, labels=labels, original_labels=train.labels.copy())
+    return out
+
+
+def split_hash(ds: Dataset) -> str:
+    """sha256 over the sorted (split, file-or-index, label) lists: equal on any machine for equal splits."""
+    digest = hashlib.sha256()
+    for name in SPLIT_NAMES:
+        part = ds.splits.get(name)
+        if part is None:
+            continue
+        ids = [ds.relative(f) for f in part.files] if part.files is not None else _array_ids(part)
+        for ident, label in sorted(zip(ids, part.labels.tolist())):
+            digest.update(f"{name}\t{ident}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _array_ids(part: Split) -> list[str]:
+    """Stable ids for in-memory images: their content hashes (indices change with subsetting)."""
+    return image_hashes(part)
+
+
+def _native_size(ds: Dataset) -> tuple[int, int] | None:
+    sizes: set[tuple[int, int]] = set()
+    for part in ds.splits.values():
+        if part.images is not None and len(part):
+            sizes.add((int(part.images.shape[1]), int(part.images.shape[2])))
+        for info in part.info or []:
+            sizes.add((info.height, info.width))
+        if len(sizes) > 1:
+            return None
+    return sizes.pop() if len(sizes) == 1 else None
+
