@@ -8,8 +8,10 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import core.serving.export as export_mod
 from core.config import TrainConfig
@@ -17,9 +19,6 @@ from core.errors import UserError
 from core.serving.export import FORMATS, MODEL_FILES, TOLERANCE, ExportCheckError, export_bytes, export_run
 from core.store.files import atomic_write_json
 from core.store.runs import RunStore
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
 
 CLASSES = ["circle", "square", "star"]
 SIZE = 16

@@ -11,13 +11,12 @@ import zipfile
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 
 from core.errors import UserError
 from core.serving.model_import import PREPROCESSING, ImportedModel, load_user_model
-
-keras = pytest.importorskip("keras")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TM = FIXTURES / "teachable_machine"
