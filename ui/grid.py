@@ -96,7 +96,10 @@ def start_grid(experiment: Experiment) -> str:
 
 
 def render_grid_section(shown_live: Collection[str] = ()) -> None:
-    """The grid form, the button, and the newest (or chosen) grid's results (``shown_live``: drawn by the live panel)."""
+    """The grid form, the button, and the newest (or chosen) grid's results.
+
+    A group in ``shown_live`` is drawn by the page's live panel, so here it only gets a pointer there.
+    """
     explain("Try every combination of a few settings and let the numbers pick the best. Each combination is an "
             f"ordinary run; at most {MAX_GRID_COMBINATIONS} so the class is not kept waiting.",
             teacher="Which learning rate and batch size work best? Train them all and compare.")

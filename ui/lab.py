@@ -59,7 +59,10 @@ def start_lab() -> str:
 
 
 def render_lab_section(shown_live: Collection[str] = (), teacher: bool | None = None) -> None:
-    """The lab: what it does, the button, and the newest (or chosen) lab's results (``shown_live``: drawn by the live panel)."""
+    """The lab: what it does, the button, and the newest (or chosen) lab's results.
+
+    A group in ``shown_live`` is drawn by the page's live panel, so here it only gets a pointer there.
+    """
     teacher = teacher_mode() if teacher is None else teacher
     s = LAB_SETTINGS
     n_runs = len(s.fractions) + len(s.noises) + len(s.regularisers)

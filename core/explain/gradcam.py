@@ -310,7 +310,7 @@ class GradCam:
         return np.array([-1 if c is None else int(c) for c in class_indices], np.int32)
 
     def model_input(self, image: np.ndarray) -> np.ndarray:
-        """What the gradient pass sees of ``image``: ``core.data.pixels.to_model_pixels`` at the model's size, float32."""
+        """What the gradient pass sees of ``image``: ``to_model_pixels`` at the model's size, as float32."""
         h, w = self.input_size
         if h is None or w is None:
             raise ValueError("Grad-CAM needs a model with a fixed input size.")

@@ -186,7 +186,7 @@ class EpochDecay(keras.callbacks.Callback):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Put last in the list: after every epoch it hands the job the model to checkpoint (``core.training.checkpoint``)."""
+    """Put last in the list: after every epoch it hands the job the model to checkpoint."""
 
     def __init__(self, on_train_begin: Callable[[], None], on_epoch_end: Callable[[int, Any], None]) -> None:
         super().__init__()

@@ -65,7 +65,7 @@ class Job:
         self.last_epoch_overhead = 1.0
         self.monitor, self.mode = "val_loss", "min"
         self.keep = "best"
-        # Checkpoints (core.training.checkpoint): the phase being fitted, what the last one wrote, what a resume restores.
+        # Checkpoints: the phase being fitted, what the last one wrote, what a resume restores.
         self.resume: checkpoint.ResumePlan | None = live.resume
         self.phase, self.fine_tune_start = "main", None
         self.split_hash = ""
