@@ -34,7 +34,7 @@ def choose_model() -> tuple[Any, str, str] | None:
                                   key="cls_source") or RUN_SOURCE
     if source == FILE_SOURCE:
         return uploaded_model()
-    run_id = run_picker("Run", key="cls_run", statuses=("finished", "stopped"))
+    run_id = run_picker("Run", key="cls_run", statuses=("finished", "stopped", "interrupted"))
     if run_id is None:
         st.info("No finished run yet: train one on the Train page, then come back to classify your photos.")
         st.page_link("pages/train.py", label="Go to Train", icon="🏋️")

@@ -257,18 +257,13 @@ def test_split_transfer_model_shares_weights() -> None:
     assert head.get_layer("predictions") is model.get_layer("predictions")
 
 
-@pytest.mark.slow
-def test_cached_training_matches_full_passes(home: Path, tmp_path: Path) -> None:
-    """A frozen backbone with random weights (no download, no ../shared): the cached-feature run's test
-    accuracy is within 2 points of full passes, its features land in the home's cache, and its model.keras
-    takes raw pixels. Random VGG16 features tell class colours apart, so both runs really learn."""
+def _cached_matches_full(home: Path, cfg: TrainConfig) -> None:
+    """The cached-feature run's test accuracy is within 2 points of full passes, its features land in the
+    home's cache, its model.keras takes raw pixels, and its test predictions are the saved model's."""
     from core.store.runs import RunStore
     from core.training.manager import train_to_completion
 
-    root = make_class_folder(tmp_path / "colours", classes=("a", "b", "c", "d"), per_class=40, size=32)
-    cfg = TrainConfig(data=str(root), split=SplitConfig(val_fraction=0.2, test_fraction=0.4, seed=0),
-                      model=ModelSpec(name="transfer:vgg16", head_units=32, weights=None),
-                      image_size=32, batch_size=16, epochs=6, seed=0, learning_rate=1e-2)
+    size = cfg.image_size
     store = RunStore(home)
     full = train_to_completion(cfg.replace(use_feature_cache=False), store)
     cached = train_to_completion(cfg, store)
@@ -284,15 +279,36 @@ def test_cached_training_matches_full_passes(home: Path, tmp_path: Path) -> None
     # train, validation and test features, one plain pass each (the test split is scored from its features)
     assert sorted(k.split("-")[0] for k in FeatureCache(home).keys()) == ["test", "train", "val"]
     model = keras.models.load_model(store.run_dir(cached["run_id"]) / "model.keras")
-    assert tuple(model.input_shape) == (None, 32, 32, 3) and model.get_layer("backbone") is not None
+    assert tuple(model.input_shape) == (None, size, size, 3) and model.get_layer("backbone") is not None
 
     # The test predictions made from cached features are what the saved model predicts from the pixels.
     from core.data.sources import load_dataset
 
     test = load_dataset(cfg.data, cfg.split, home=home).splits["test"]
-    pixels = make_tf_dataset(test, image_size=32, channels=3, batch_size=16, training=False)
+    pixels = make_tf_dataset(test, image_size=size, channels=3, batch_size=16, training=False)
     with np.load(store.run_dir(cached["run_id"]) / "predictions.npz") as saved:
         np.testing.assert_allclose(saved["probs"], model.predict(pixels, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cached_training_matches_full_passes(home: Path, tmp_path: Path) -> None:
+    """A frozen backbone with random weights (no download, nothing beside the repository): random VGG16
+    features tell class colours apart, so both ways of training really learn."""
+    root = make_class_folder(tmp_path / "colours", classes=("a", "b", "c", "d"), per_class=40, size=32)
+    _cached_matches_full(home, TrainConfig(
+        data=str(root), split=SplitConfig(val_fraction=0.2, test_fraction=0.4, seed=0),
+        model=ModelSpec(name="transfer:vgg16", head_units=32, weights=None),
+        image_size=32, batch_size=16, epochs=6, seed=0, learning_rate=1e-2))
+
+
+@pytest.mark.slow
+def test_cached_training_matches_full_passes_on_imagenet_features(home: Path, imagenet_keras_home: Path) -> None:
+    """The same with real ImageNet MobileNetV2 features on generated shapes (needs the offline weights)."""
+    _cached_matches_full(home, TrainConfig(
+        data="builtin:shapes?per_class=60&size=48&seed=3",
+        split=SplitConfig(val_fraction=0.2, test_fraction=0.4, seed=0),
+        model=ModelSpec(name="transfer:mobilenet_v2", alpha=0.35, head_units=32),
+        image_size=96, batch_size=16, epochs=4, seed=0))
 
 
 def test_steps_per_call_divides_the_epoch() -> None:

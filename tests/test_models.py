@@ -93,10 +93,14 @@ def test_preset_builds_for_small_and_medium_inputs(name: str, shape: tuple[int, 
     assert isinstance(model.layers[1], keras.layers.Rescaling)
     last = model.get_layer(LAST_CONV)
     assert isinstance(last, keras.layers.Conv2D) and len(last.output.shape) == 4
-    target = model.get_layer(find_target_layer(model))  # Grad-CAM explains the last conv (or its BN/ReLU)
-    names = [layer.name for layer in model.layers]
-    assert names.index(target.name) >= names.index(LAST_CONV)
-    assert tuple(target.output.shape[1:3]) == tuple(last.output.shape[1:3])
+    # Grad-CAM explains the map the head sees: the last convolution after the layers that follow it at
+    # the same resolution (batch norm, dropout), up to the first pooling or flatten.
+    expected = LAST_CONV
+    for layer in model.layers[[layer.name for layer in model.layers].index(LAST_CONV) + 1:]:
+        if len(layer.output.shape) != 4 or tuple(layer.output.shape[1:3]) != tuple(last.output.shape[1:3]):
+            break
+        expected = layer.name
+    assert find_target_layer(model) == expected
     assert model.layers[-1].name == "predictions"
     _probabilities_ok(model, shape, 4)
 
@@ -221,6 +225,8 @@ def test_transfer_model_structure(transfer_models: dict[str, keras.Model], backb
     base = model.get_layer(BACKBONE)
     assert isinstance(base, keras.Model) and not base.trainable and not base.trainable_weights
     assert len(base.output.shape) == 4 and find_target_layer(model).startswith(f"{BACKBONE}/")
+    if backbone == "mobilenet_v2":
+        assert find_target_layer(model) == f"{BACKBONE}/out_relu"
     names = [layer.name for layer in model.layers]
     assert names[names.index(BACKBONE):] == [BACKBONE, "pool", "head_dropout1", "head_dense", "head_dropout2",
                                               "predictions"]

@@ -339,3 +339,29 @@ def test_resume_rewrites_model_keras_unless_it_holds_the_kept_epoch(copy: tuple[
     for model_epoch, rewrite in ((state["kept_epoch"], False), (state["kept_epoch"] - 1, True), (None, True)):
         path.write_text(json.dumps({**state, "model_epoch": model_epoch}))
         assert checkpoint.plan_resume(store, run_id).rewrite_model is rewrite, model_epoch
+
+
+# ---------------------------------------------------------------- an interrupted run's model
+
+
+def test_an_interrupted_runs_model_is_rebuilt_from_its_checkpoint_and_only_then(copy: tuple[RunStore, str]) -> None:
+    store, run_id = copy
+    folder = store.run_dir(run_id)
+    model_file = folder / "model.keras"
+    before = model_file.stat().st_mtime_ns
+    assert checkpoint.kept_model_file(store, run_id) == model_file  # stopped: its job saved the kept model
+    assert model_file.stat().st_mtime_ns == before
+    store.set_status(run_id, "interrupted", "The process ended.")
+    model_file.unlink()  # a crash before the throttled save
+    assert checkpoint.kept_model_file(store, run_id).is_file()
+    state = checkpoint.read_state(folder)
+    kept, _ = checkpoint.read_arrays(folder, state, state.kept, optimizer=False)
+    rebuilt = keras.models.load_model(model_file, compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt.get_weights(), kept))
+    assert state.model_epoch == state.kept_epoch  # noted: the next call does not rebuild again
+    (folder / "labels.json").unlink()  # a rebuild is now impossible...
+    checkpoint.note_model_epoch(folder, state, None)
+    assert checkpoint.kept_model_file(store, run_id) == model_file  # ...but the file there still serves
+    model_file.unlink()
+    with pytest.raises(UserError, match="checkpoint could not be turned into a model"):
+        checkpoint.kept_model_file(store, run_id)

@@ -19,20 +19,12 @@ from ui.engine import get_manager, get_store
 CHART_CONFIG = {"displaylogo": False}
 
 
-def chosen_group(kind: str) -> str | None:
-    """The group of ``kind`` this tab shows, without drawing a widget: URL, the tab's last choice, else the newest."""
-    ids = [g.group for g in list_experiments(get_store().home, kind)]
-    for wanted in (st.query_params.get(kind), st.session_state.get(f"{kind}_group")):
-        if wanted in ids:
-            return wanted
-    return ids[0] if ids else None
-
-
-def live_status(kind: str) -> GroupStatus | None:
-    """The status of the shown group of ``kind`` when any of its runs is still queued or training, else None."""
-    group = chosen_group(kind)
-    status = group_status(get_manager(), group) if group else None
-    return status if status is not None and status.active else None
+def live_groups(kind: str) -> list[GroupStatus]:
+    """Every group of ``kind`` with a run still queued or training, newest first (the live panel shows them)."""
+    manager = get_manager()
+    training = {snap.group for snap in manager.active() if snap.group}
+    statuses = (group_status(manager, g.group) for g in list_experiments(get_store().home, kind) if g.group in training)
+    return [s for s in statuses if s is not None and s.active]
 
 
 def choose_group(kind: str, label: str) -> str | None:

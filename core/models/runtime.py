@@ -2,7 +2,10 @@
 
 Keras names layers from process-wide counters and ``clear_session`` resets them, so two threads that
 build models at once (a training run, the Train page's model summary, a Grad-CAM engine) can make
-clashing names. Every build, load and clear in CNN Lab therefore happens inside ``keras_lock()``.
+clashing names. Every model build, model load and session clear in CNN Lab therefore happens inside
+``keras_lock()`` (the augmentation pipeline's preprocessing layers are not a model anyone saves or
+names, so they are built without it). Loading a run's model can wait behind a training run's build,
+which includes fetching ImageNet weights the first time: that wait is the price of names that never clash.
 
 What is compiled for a model (its traced predict function, its Grad-CAM engine, its feature-extraction
 step) is kept on the model object itself, in one dict that only ``compiled`` writes: it lives exactly as

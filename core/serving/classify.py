@@ -18,7 +18,7 @@ import numpy as np
 from core.data.images import decode_image, resize_image
 from core.errors import UserError
 
-KEEP_SIDE = 512  # photos are kept at most this big for display and Grad-CAM (a phone photo is 12 M pixels)
+KEEP_SIDE = 512  # photos are kept at most this big for display (a phone photo is 12 M pixels)
 # Class names that mean "none of the classes" when a run was trained with a background class.
 NONE_CLASSES = frozenset({"background", "_background_", "none", "none of these", "nothing", "other", "unknown"})
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from core.data.pixels import to_model_pixels
 from core.errors import UserError, short_error
-from core.models.runtime import load_model_file
+from core.models.runtime import keras_lock, load_model_file
 from core.training.checkpoint import kept_model_file
 
 FORMATS: tuple[str, ...] = ("keras", "savedmodel", "tflite", "tflite-int8")
@@ -353,7 +353,8 @@ def _predict_export(fmt: str, path: Path, images: np.ndarray) -> tuple[np.ndarra
     if fmt == "keras":
         import keras
 
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        with keras_lock():
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
         return _predict_keras(model, images), f"keras {keras.__version__}"
     if fmt == "savedmodel":
         import tensorflow as tf

@@ -89,9 +89,10 @@ class _Watching(keras.callbacks.Callback):
     checkpoint_name = ""  # what a checkpoint calls this callback's state
     _STATE: tuple[str, ...] = ()
 
-    def __init__(self, monitor: str, mode: str, patience: int) -> None:
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float = 0.0) -> None:
         super().__init__()
         self.monitor, self.mode, self.patience = monitor, mode, int(patience)
+        self.min_delta = abs(float(min_delta))  # a change smaller than this is no improvement
         self.on_train_begin()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -100,7 +101,9 @@ class _Watching(keras.callbacks.Callback):
     def improved(self, current: float) -> bool:
         if self.best is None:
             return True
-        return current < self.best if self.mode == "min" else current > self.best
+        if self.mode == "min":
+            return current < self.best - self.min_delta
+        return current > self.best + self.min_delta
 
     def state(self) -> dict[str, Any]:
         """The counters a resumed run needs, as plain numbers."""
@@ -137,13 +140,17 @@ class EarlyStop(_Watching):
 
 
 class HalveOnPlateau(_Watching):
-    """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement (not below ``min_lr``)."""
+    """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement (not below ``min_lr``).
+
+    An improvement must beat the best by more than ``min_delta`` (1e-4, Keras' ``ReduceLROnPlateau`` default).
+    """
 
     checkpoint_name = "ReduceLROnPlateau"
     _STATE = ("wait", "best")
 
-    def __init__(self, monitor: str, mode: str, patience: int, factor: float = 0.5, min_lr: float = 1e-7) -> None:
-        super().__init__(monitor, mode, patience)
+    def __init__(self, monitor: str, mode: str, patience: int, factor: float = 0.5, min_lr: float = 1e-7,
+                 min_delta: float = 1e-4) -> None:
+        super().__init__(monitor, mode, patience, min_delta)
         self.factor, self.min_lr = float(factor), float(min_lr)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import UserError, short_error
 from core.store.files import atomic_path, atomic_write_json
 from core.store.runs import ACTIVE_STATUSES, RunRecord, RunStore
 
@@ -36,6 +36,7 @@ DIRNAME = "checkpoint"
 STATE_FILE = "state.json"
 # Sentences (core.store.files.disk_full_sentence, the SQLite one) of a run that failed for lack of space:
 # such a run resumes once space is back.
+REBUILT_STATUSES = ("interrupted", "failed")  # runs whose model.keras may be older than their checkpoint
 OUT_OF_SPACE = ("The disk is full", "The file system refused a file this large", "the disk is full or failing")
 
 
@@ -273,14 +274,16 @@ def kept_model_file(store: RunStore, run_id: str) -> Path:
     """The run's ``model.keras``, holding the weights its checkpoint keeps (the path may not exist).
 
     During training ``model.keras`` is rewritten only every so often (saves are throttled), so after a
-    crash it can be missing or hold an older epoch than the checkpoint's kept one. For a run that is not
-    active, such a file is rebuilt here from the run's config and the checkpoint's kept weights, so an
-    interrupted run predicts, evaluates and exports with what it had learnt.
+    crash it can be missing or hold an older epoch than the checkpoint's kept one. For an interrupted
+    or failed run such a file is rebuilt here from the run's config and the checkpoint's kept weights,
+    so the run predicts, evaluates and exports with what it had learnt. A stopped run's job saved its
+    kept weights when it stopped; a finished run has no checkpoint. When the rebuild is impossible an
+    existing file is used as it is; without one, the reason is raised as a sentence.
     """
     folder = store.run_dir(run_id)
     path = folder / "model.keras"
     record = store.get(run_id)
-    if record is None or record.status in ACTIVE_STATUSES:
+    if record is None or record.status not in REBUILT_STATUSES:
         return path
     try:
         state = read_state(folder)
@@ -288,10 +291,21 @@ def kept_model_file(store: RunStore, run_id: str) -> Path:
         return path
     if state is None or (path.is_file() and state.model_epoch == state.kept_epoch):
         return path
-    model = _kept_model(record, folder, state, store.home)
+    try:
+        model = _kept_model(record, folder, state, store.home)
+    except Exception as err:  # noqa: BLE001 - the model file there, if any, still serves
+        if path.is_file():
+            return path
+        reason = str(err) if isinstance(err, UserError) else short_error(err)
+        raise UserError(f"Run {run_id}'s checkpoint could not be turned into a model ({reason}).") from err
+    current = store.get(run_id)
+    if current is None or current.status not in REBUILT_STATUSES:
+        return path  # it started training again meanwhile: its own job writes model.keras now
     with atomic_path(path) as tmp:
         model.save(tmp)
-    note_model_epoch(folder, state, state.kept_epoch)
+    with contextlib.suppress(CheckpointDamaged, OSError):
+        if read_state(folder) == state:  # unchanged since it was read: nobody resumed the run in between
+            note_model_epoch(folder, state, state.kept_epoch)
     return path
 
 

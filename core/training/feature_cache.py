@@ -32,7 +32,7 @@ from core.models.runtime import compiled
 from core.store.files import atomic_path
 
 CACHE_DIRNAME = "feature-cache"
-CACHE_FORMAT = 1  # bump when the stored layout or the extraction numerics change
+CACHE_FORMAT = 2  # bump when the stored layout or the extraction numerics change (2: one pixel path)
 EXTRACT_BATCH = 64
 MAX_CACHE_MB = int(os.environ.get("CNNLAB_FEATURE_CACHE_MB", "2048"))  # least recently used entries go first
 

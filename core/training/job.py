@@ -487,6 +487,7 @@ class Job:
         if plan.rewrite_model:  # model.keras is not the kept epoch's (saved after the checkpoint, or not yet)
             with atomic_path(self.folder / "model.keras") as tmp:
                 model.save(tmp)
+            self.checkpoint_state = checkpoint.note_model_epoch(self.folder, state, state.kept_epoch)
         if state.phase == "main":
             checkpoint.restore_training_state(model, plan.weights, plan.optimizer)
         self.log("info", f"Resumed from the checkpoint after epoch {state.epoch} (kept model: epoch "

@@ -268,6 +268,9 @@ def _resumed_live(store: RunStore, plan: checkpoint.ResumePlan) -> LiveRun:
     """Queue the run again in the store; its live state starts with the epochs the checkpoint keeps."""
     record, kept = plan.record, plan.state.epoch
     store.reopen(record.run_id, kept)
+    for stale in ("predictions.npz", "result.json"):  # an evaluation of the unfinished run, if one was made
+        with contextlib.suppress(OSError):
+            (store.run_dir(record.run_id) / stale).unlink()
     store.add_event(record.run_id, "info", f"Resuming: training continues after epoch {kept}.")
     live = LiveRun(record.run_id, record.name, record.config, record.created)
     epochs = store.epochs(record.run_id)

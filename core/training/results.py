@@ -76,6 +76,9 @@ def evaluate_unfinished(store: RunStore, run_id: str) -> dict[str, Any]:
     probs = predict_probs(model, make_tf_dataset(split, image_size=cfg.image_size, channels=ds.channels,
                                                  batch_size=cfg.batch_size, training=False))
     rate = state.train_images / state.train_seconds if state.train_seconds > 0 else None
+    now = store.get(run_id)
+    if now is None or now.status in ACTIVE_STATUSES:
+        raise UserError(f"Run {run_id} started training again, so it is evaluated when it ends.")
     result = record_result(
         store, run_id, split, split_name, probs, list(ds.class_names), best_epoch=state.kept_epoch,
         epochs_completed=state.epoch, from_checkpoint=True, params=count_params(model), split_hash=ds.split_hash,
