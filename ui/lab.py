@@ -83,17 +83,20 @@ def render_lab_section(shown_live: Collection[str] = (), teacher: bool | None = 
     latest = list_experiments(get_store().home, "lab")[:1]
     busy = any((s_ := group_status(manager, g.group)) is not None and s_.active for g in latest)
     if st.button("Run the overfitting lab", key="lab_start", type="primary", icon=":material/science:",
-                 disabled=busy, help="Queues every run of the lab; Stop below cancels them all."):
+                 disabled=busy, help="Queues every run of the lab; its Stop (at the top of the page) cancels them all."):
         with user_errors():
             start_lab()
             st.rerun()
-    if busy:
-        explain("A lab is already running: stop it at the top of the page to start another.")
     group = choose_group("lab", "Lab")
     if group in shown_live:
-        explain("This lab is training: it is shown live at the top of the page, and here once it is done.")
+        explain("This lab is training: follow it live (and stop it) at the top of the page; its results are "
+                "shown here once it is done. One lab trains at a time.")
     elif group is not None and (status := group_status(manager, group)) is not None:
+        if busy:
+            explain("Another lab is training: follow it live (and stop it) at the top of the page.")
         render_lab(status, teacher)
+    elif busy:
+        explain("A lab is training: follow it live (and stop it) at the top of the page.")
 
 
 def _series(status: GroupStatus, series: str, rename: Callable[[Any], str] | None = None) -> list[dict[str, Any]]:
