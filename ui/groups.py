@@ -19,10 +19,12 @@ from ui.engine import get_manager, get_store
 CHART_CONFIG = {"displaylogo": False}
 
 
-def live_groups(kind: str) -> list[GroupStatus]:
+def training_groups(kind: str) -> list[GroupStatus]:
     """Every group of ``kind`` with a run still queued or training, newest first (the live panel shows them)."""
     manager = get_manager()
     training = {snap.group for snap in manager.active() if snap.group}
+    if not training:  # the common case: no manifest needs reading
+        return []
     statuses = (group_status(manager, g.group) for g in list_experiments(get_store().home, kind) if g.group in training)
     return [s for s in statuses if s is not None and s.active]
 

@@ -80,8 +80,7 @@ def render_lab_section(shown_live: Collection[str] = (), teacher: bool | None = 
             st.dataframe(lab_plan_frame(), hide_index=True, width="stretch", key="lab_plan")
             explain("Small training sets get more epochs so every run makes about the same number of weight updates.")
     manager = get_manager()
-    latest = list_experiments(get_store().home, "lab")[:1]
-    busy = any((s_ := group_status(manager, g.group)) is not None and s_.active for g in latest)
+    busy = any(g.group in shown_live for g in list_experiments(get_store().home, "lab"))  # one lab at a time
     if st.button("Run the overfitting lab", key="lab_start", type="primary", icon=":material/science:",
                  disabled=busy, help="Queues every run of the lab; its Stop (at the top of the page) cancels them all."):
         with user_errors():

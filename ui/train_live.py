@@ -18,7 +18,7 @@ from core.training.experiments.groups import GroupStatus, group_status
 from ui.common import POLL_SECONDS, current_run_id, explain, set_current_run_id, teacher_mode, user_errors
 from ui.engine import get_manager, get_store, session_owner
 from ui.grid import render_grid
-from ui.groups import live_groups as groups_training
+from ui.groups import training_groups
 from ui.lab import render_lab
 from ui.train_panel import render_demo_lesson, render_run
 
@@ -51,7 +51,7 @@ def watched_runs() -> list[str]:
 
 def live_groups() -> list[tuple[str, str]]:
     """``(kind, group)`` of this tab's experiment groups (lab, grid) that still have runs queued or training."""
-    return [(kind, status.group) for kind in GROUP_KINDS for status in groups_training(kind)]
+    return [(kind, status.group) for kind in GROUP_KINDS for status in training_groups(kind)]
 
 
 def live_section(run_ids: Sequence[str], groups: Sequence[tuple[str, str]]) -> None:

@@ -56,5 +56,4 @@ def to_model_pixels(image: ImageSource, size: int | tuple[int, int], channels: i
     """
     if not isinstance(image, np.ndarray):
         image = decode_image(image, channels=None)
-    out = resize_image(to_channels(image, channels), size)
-    return out if out.ndim == 3 else out[:, :, None]
+    return resize_image(to_channels(image, channels), size)

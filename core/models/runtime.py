@@ -41,6 +41,9 @@ def keras_lock() -> Iterator[None]:
 
 def compiled(model: Any, name: str, factory: Callable[[], T]) -> T:
     """What ``factory`` makes for ``model`` (e.g. its traced predict function), made once per model and name."""
+    made = model.__dict__.get(_CACHE_ATTR, {}).get(name)
+    if made is not None:  # every predict asks: do not wait behind a build that holds the lock
+        return made
     with _LOCK:
         cache = model.__dict__.get(_CACHE_ATTR)
         if cache is None:

@@ -99,7 +99,7 @@ def read_photo(name: str, data: bytes) -> np.ndarray:
 
 
 def decode_photo(name: str, data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
-    """A photo's kept pixels (at most ``KEEP_SIDE``, for display and Grad-CAM) and its original (height, width)."""
+    """A photo's display copy (at most ``KEEP_SIDE``) and its original (height, width); not model input."""
     img = read_photo(name, data)
     return _keep(img), (int(img.shape[0]), int(img.shape[1]))
 
