@@ -79,6 +79,8 @@ class Dataset:
     native_size: tuple[int, int] | None = None  # (height, width) when every image has the same size
     root: str | None = None                     # the folder files live in (names are shown relative to it)
     notes: list[str] = field(default_factory=list)
+    copy_units: dict[str, str] = field(default_factory=dict)   # item key -> its near-copy group's key
+    copies_across: dict[str, int] = field(default_factory=dict)  # val/test pictures that copy a training one
 
     @property
     def num_classes(self) -> int:

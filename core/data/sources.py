@@ -14,19 +14,22 @@ from core.data.splits import finalise
 from core.data.zips import extract_zip, resolve_home
 from core.errors import UserError
 
+NEAR_COPY_CACHE = "near-copy-cache"
+
 
 def load_dataset(source: str, split: SplitConfig = SplitConfig(), *, home: Path | str | None = None) -> Dataset:
     """Load ``builtin:NAME[?k=v&...]``, a folder or a ``.zip`` and split it (stratified, seeded)."""
     source = str(source).strip()
+    home_dir = resolve_home(home)
     if not source:
         raise UserError("No dataset was given: choose a built-in dataset, a folder or a zip file.")
     if source.startswith("builtin:"):
         name, params = _parse_query(source[len("builtin:"):])
-        pool = load_builtin(name, params, resolve_home(home))
+        pool = load_builtin(name, params, home_dir)
     else:
         path, params = _path_and_query(source)
-        pool = _load_path(path, params, resolve_home(home))
-    return finalise(pool, source, split)
+        pool = _load_path(path, params, home_dir)
+    return finalise(pool, source, split, home_dir / NEAR_COPY_CACHE)
 
 
 def _parse_query(text: str) -> tuple[str, dict[str, str]]:

@@ -2,6 +2,8 @@
 
 The same source, split settings and seed give the same split on any machine; ``split_hash`` is its
 fingerprint (equal data + equal settings = equal hash), so runs can say whether they are comparable.
+Splits are group-aware: the near-copies of one photo (``core.data.nearcopies``) always land in the
+same split, so validation never scores the model on a variant of a picture it trained on.
 """
 
 from __future__ import annotations
@@ -9,16 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from core.config import SplitConfig
 from core.data.dataset import SPLIT_NAMES, Dataset, Pool, Split, image_hashes
+from core.data.nearcopies import file_groups
 from core.errors import UserError
 
 
-def finalise(pool: Pool, source: str, cfg: SplitConfig) -> Dataset:
-    """Limit, split, subsample, add label noise and fingerprint a pool."""
+def finalise(pool: Pool, source: str, cfg: SplitConfig, cache_dir: Path | None = None) -> Dataset:
+    """Find near-copies, limit, split (keeping copies together), subsample, add label noise, fingerprint."""
     n_classes = len(pool.class_names)
     total = sum(len(p) for p in pool.parts.values())
     if total == 0:
@@ -28,12 +32,14 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig) -> Dataset:
         raise UserError(f"'{pool.name}' has fewer than two classes{only}: a classifier needs at least two.")
     notes = list(pool.notes)
     parts = dict(pool.parts)
+    units = _unit_keys(parts, cfg.group_near_copies, cache_dir)
     if cfg.limit_per_class is not None:
         parts = _limit_per_class(parts, cfg.limit_per_class, cfg.seed)
         notes.append(f"At most {cfg.limit_per_class} images per class are used.")
-    splits = _make_splits(parts, cfg, notes)
-    if getattr(cfg, "drop_duplicates", False):
-        splits = _drop_leaked_copies(splits, notes)
+    splits = _make_splits(parts, cfg, notes, units)
+    copies = _copies_across(splits, units)
+    if cfg.drop_duplicates:
+        splits = _drop_leaked_copies(splits, units, notes)
     if cfg.train_fraction < 1.0:
         keep = _per_class_sample(splits["train"].labels, cfg.train_fraction, [cfg.seed, 101])
         splits["train"] = splits["train"].subset(keep)
@@ -52,51 +58,91 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig) -> Dataset:
         root=pool.root,
         notes=notes,
     )
+    ds.copy_units = units
+    ds.copies_across = copies
     ds.native_size = _native_size(ds)
     ds.split_hash = split_hash(ds)
     return ds
 
 
-def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str]) -> dict[str, Split]:
+def item_keys(part: Split) -> list[str]:
+    """What identifies each picture across subsets: its file path, or its pixel hash for in-memory images."""
+    return list(part.files) if part.files is not None else image_hashes(part)
+
+
+def _unit_keys(parts: dict[str, Split], near_copies: bool, cache_dir: Path | None) -> dict[str, str]:
+    """Item key -> the key of the near-copy group it belongs to (items not listed stand alone)."""
+    files: list[str] = []
+    hashes: list[str] = []
+    for part in parts.values():
+        if part.files is not None:
+            files += part.files
+            hashes += image_hashes(part)
+    if not files:
+        return {}  # in-memory images: identical pixels share a key already
+    if near_copies:
+        groups = file_groups(files, hashes, cache_dir)
+    else:
+        by_hash: dict[str, list[str]] = {}
+        for f, h in zip(files, hashes):
+            by_hash.setdefault(h, []).append(f)
+        groups = [g for g in by_hash.values() if len(g) > 1]
+    return {f: g[0] for g in groups for f in g}
+
+
+def _units(part: Split, units: dict[str, str]) -> list[str]:
+    return [units.get(k, k) for k in item_keys(part)]
+
+
+def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str],
+                 units: dict[str, str]) -> dict[str, Split]:
     """Train/val/test from what the source gave: split it all, or carve the missing split from train."""
     given = {k for k, v in parts.items() if len(v)}
     if "train" not in parts and "all" not in parts:
         raise UserError("The dataset has validation/test images but no training images (a 'train' folder).")
     if given <= {"all"} or given <= {"train"}:
         pool = parts.get("all") or parts["train"]
-        tr, va, te = _stratified(pool.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        tr, va, te = _stratified(pool.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, _units(pool, units))
         return {"train": pool.subset(tr), "val": pool.subset(va), "test": pool.subset(te)}
     train = parts["train"]
     out = {"train": train, "val": parts.get("val"), "test": parts.get("test")}
     if out["val"] is None or not len(out["val"]):
-        tr, va, _ = _stratified(train.labels, cfg.val_fraction, 0.0, cfg.seed)
+        tr, va, _ = _stratified(train.labels, cfg.val_fraction, 0.0, cfg.seed, _units(train, units))
         out["train"], out["val"] = train.subset(tr), train.subset(va)
         notes.append(f"The source has no validation split: {cfg.val_fraction:.0%} of its training images are used.")
     if out["test"] is None or not len(out["test"]):
-        tr, te, _ = _stratified(out["train"].labels, cfg.test_fraction, 0.0, cfg.seed + 1)
+        tr, te, _ = _stratified(out["train"].labels, cfg.test_fraction, 0.0, cfg.seed + 1, _units(out["train"], units))
         base = out["train"]
         out["train"], out["test"] = base.subset(tr), base.subset(te)
         notes.append(f"The source has no test split: {cfg.test_fraction:.0%} of its training images are used.")
     return out  # type: ignore[return-value]
 
 
-def _drop_leaked_copies(splits: dict[str, Split], notes: list[str]) -> dict[str, Split]:
-    """Remove from val, then test, every picture already in an earlier split (the leakage fix)."""
+def _copies_across(splits: dict[str, Split], units: dict[str, str]) -> dict[str, int]:
+    """How many validation / test pictures are copies or near-copies of a training picture."""
+    train = set(_units(splits["train"], units))
+    return {name: sum(u in train for u in _units(splits[name], units)) for name in ("val", "test") if name in splits}
+
+
+def _drop_leaked_copies(splits: dict[str, Split], units: dict[str, str], notes: list[str]) -> dict[str, Split]:
+    """Set aside from val, then test, every picture that is a copy or near-copy of an earlier split's."""
     seen: set[str] = set()
-    out, removed = {}, 0
+    out = {}
     for name in SPLIT_NAMES:
         part = splits.get(name)
         if part is None:
             continue
-        hashes = image_hashes(part)
+        keys = _units(part, units)
         if name != "train":
-            keep = [i for i, h in enumerate(hashes) if h not in seen]
-            removed += len(part) - len(keep)
-            part = part.subset(keep) if len(keep) < len(part) else part
+            keep = [i for i, k in enumerate(keys) if k not in seen]
+            removed = len(part) - len(keep)
+            if removed:
+                label = "validation" if name == "val" else "test"
+                notes.append(f"{removed} of the {len(part)} {label} pictures were copies or near-copies of "
+                             f"training pictures and were set aside: {label} scores are on the other {len(keep)}.")
+                part = part.subset(keep)
         out[name] = part
-        seen.update(hashes)
-    if removed:
-        notes.append(f"{removed} validation/test picture(s) that were copies of earlier splits' pictures were dropped.")
+        seen.update(keys)
     return out
 
 
@@ -104,12 +150,33 @@ def _round(x: float) -> int:
     return int(np.floor(x + 0.5))
 
 
-def _stratified(labels: np.ndarray, val: float, test: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Per-class seeded shuffles cut into train/val/test; each class keeps at least one training image."""
-    parts: list[list[np.ndarray]] = [[], [], []]
+def _stratified(labels: np.ndarray, val: float, test: float, seed: int,
+                units: list[str] | None = None) -> tuple[np.ndarray, ...]:
+    """Per-class seeded shuffles cut into train/val/test; each class keeps at least one training image.
+
+    Items sharing a unit key (near-copies) move together: a group belongs to its commonest label's
+    class and fills that class's test and validation shares whole. Without groups the cut is exactly
+    the plain per-class one.
+    """
+    members: dict[str, list[int]] = {}
+    for i, u in enumerate(units if units is not None else range(len(labels))):
+        members.setdefault(str(u), []).append(i)
+    home: dict[str, int] = {}
+    for u, idx in members.items():
+        counts = Counter(int(labels[i]) for i in idx)
+        home[u] = min(counts, key=lambda c: (-counts[c], c))
+    keys = units if units is not None else [str(i) for i in range(len(labels))]
+    parts: list[list[int]] = [[], [], []]
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        idx = np.random.default_rng([seed, int(c)]).permutation(idx)
+        order = np.random.default_rng([seed, int(c)]).permutation(idx)
+        seen: set[str] = set()
+        class_units = []
+        for i in order.tolist():
+            u = str(keys[i])
+            if home[u] == int(c) and u not in seen:
+                seen.add(u)
+                class_units.append(members[u])
         n = len(idx)
         n_test, n_val = _round(n * test), _round(n * val)
         while n_test + n_val > n - 1 and (n_test or n_val):
@@ -117,10 +184,16 @@ def _stratified(labels: np.ndarray, val: float, test: float, seed: int) -> tuple
                 n_val -= 1
             else:
                 n_test -= 1
-        parts[0].append(idx[: n - n_val - n_test])
-        parts[1].append(idx[n - n_val - n_test: n - n_test])
-        parts[2].append(idx[n - n_test:])
-    return tuple(np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts)
+        left = len(class_units)
+        for target, bucket in ((n_test, 2), (n_val, 1)):
+            taken = 0
+            while taken < target and left > 1:
+                left -= 1
+                parts[bucket] += class_units[left]
+                taken += len(class_units[left])
+        for unit in class_units[:left]:
+            parts[0] += unit
+    return tuple(np.sort(np.asarray(p, dtype=np.int64)) for p in parts)
 
 
 def _per_class_sample(labels: np.ndarray, fraction: float, seed: list[int]) -> np.ndarray:
