@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class Dataset:
     native_size: tuple[int, int] | None = None  # (height, width) when every image has the same size
     root: str | None = None                     # the folder files live in (names are shown relative to it)
     notes: list[str] = field(default_factory=list)
+    layout: dict[str, Any] | None = None        # how a folder's sub-folders were read (core.data.layouts)
 
     @property
     def num_classes(self) -> int:
@@ -110,6 +112,7 @@ class Pool:
     skipped: list[SkippedFile] = field(default_factory=list)
     root: str | None = None
     notes: list[str] = field(default_factory=list)
+    layout: dict[str, Any] | None = None  # folders and zips: which folder was taken for what, and why
 
 
 

@@ -51,6 +51,7 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig) -> Dataset:
         skipped=list(pool.skipped),
         root=pool.root,
         notes=notes,
+        layout=pool.layout,
     )
     ds.native_size = _native_size(ds)
     ds.split_hash = split_hash(ds)
