@@ -183,8 +183,10 @@ class Plan:
 
     def describe(self) -> dict[str, Any]:
         """The record that flows into the health report (plain JSON)."""
+        order = [*_ORDER, "all", "class", "left out"]
+        folders = dict(sorted(self.folders.items(), key=lambda kv: (order.index(kv[1]), kv[0])))
         return {"kind": self.kind, "folder": self.root.name, "opened": list(self.opened),
-                "splits": dict(self.splits), "folders": dict(self.folders),
+                "splits": dict(self.splits), "folders": folders,
                 "left_out": [n for n, r in self.folders.items() if r == "left out"],
                 "reason": self.reason, "ambiguous": self.ambiguous}
 
