@@ -252,8 +252,9 @@ def _flat_or_empty(root: Path) -> Plan:
 
 def _as_classes(root: Path, tops: list[_Top], reason: str) -> Plan:
     names = [t.name for t in tops]
+    shown = names if len(names) <= 8 else [*names[:7], f"{len(names) - 7} more"]
     return Plan(root, "classes", {"all": Part(root)},
-                reason or f"Each folder was read as one class ({_list(names)}).", {n: "class" for n in names})
+                reason or f"Each folder was read as one class ({_list(shown)}).", {n: "class" for n in names})
 
 
 def _unnamed(root: Path, tops: list[_Top], force: str | None) -> Plan:
