@@ -75,11 +75,16 @@ def visible(p: Path) -> bool:
 
 
 def subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and visible(p))
+    """Visible sub-folders, sorted (scandir: no stat call per file in big class folders)."""
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir() and visible(Path(e.name)))
 
 
 def direct_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Visible image files directly in ``folder``, sorted."""
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries
+                      if e.is_file() and visible(Path(e.name)) and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _walk_images(folder: Path):
