@@ -275,3 +275,10 @@ def test_inspect_layout_option_is_the_choice(tmp_path: Path, capsys: pytest.Capt
 def test_health_report_of_a_builtin_has_no_layout() -> None:
     assert health_report(load_dataset("builtin:digits")).layout is None
 
+
+
+def test_two_folders_named_for_one_split_keep_the_first(tmp_path: Path) -> None:
+    root = make_split_folders(tmp_path / "d", per_split={"train": 4, "test": 2, "testing": 2})
+    ds = load_dataset(str(root))
+    assert ds.layout["folders"] == {"train": "train", "test": "test", "testing": "left out"}
+    assert ds.layout["ambiguous"] is None and "Left out: testing (test is already the test folder)." in ds.notes

@@ -227,8 +227,8 @@ def _choices(auto: Plan, plan: Plan, root: Path, tops: list[_Top], mode: str) ->
                             "current": reading == plan.reading})
     if len(options) < 2:
         return None
-    return {"sentence": auto.question or "The folders are read the way that was chosen; the other reading is below.",
-            "choices": options}
+    sentence = auto.question if mode == "auto" else "These folders can be read two ways; they are read as chosen below."
+    return {"sentence": sentence, "choices": options}
 
 
 def _read(root: Path, tops: list[_Top], force: str | None) -> Plan:
@@ -241,7 +241,12 @@ def _read(root: Path, tops: list[_Top], force: str | None) -> Plan:
         if t.split and t.split not in named:
             named[t.split] = t
     if named:
-        return _named(root, tops, named, force)
+        twins = [t for t in tops if t.split and t is not named[t.split]]
+        plan = _named(root, tops, dict(named), force)
+        for t in twins if plan.reading == "splits" else []:
+            plan.folders[t.name] = "left out"
+            plan.notes.append(f"Left out: {t.name} ({named[t.split].name} is already the {_SET[t.split]} folder).")
+        return plan
     return _unnamed(root, tops, force)
 
 
@@ -309,7 +314,7 @@ def _class_splits(root: Path, tops: list[_Top]) -> Plan:
 
 def _named(root: Path, tops: list[_Top], named: dict[str, _Top], force: str | None) -> Plan:
     """Some folders are named like splits; the others are left out, or are the classes to train on."""
-    others = [t for t in tops if t not in named.values()]
+    others = [t for t in tops if t not in named.values() and not t.split]
     nested = [t for t in named.values() if t.classes]
     extended = []
     for o in list(others):  # a folder holding the same classes as the split folders is a split too

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from core.config import SplitConfig
