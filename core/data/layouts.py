@@ -452,7 +452,7 @@ def layout_lines(layout: dict[str, Any] | None) -> list[str]:
     if not layout:
         return []
     lines = [f"layout: {layout['reason']}"] if layout.get("reason") else []
-    if layout.get("folders"):
+    if layout.get("folders") and layout.get("kind") != "classes":  # the reason already names the classes
         lines.append("  " + ", ".join(f"{name} -> {role}" for name, role in layout["folders"].items()))
     question = layout.get("ambiguous")
     if question:
