@@ -62,9 +62,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from core.data.health import health_report
-    from core.data.sources import load_dataset
+    from core.data.sources import load_dataset, with_choice
 
-    report = health_report(load_dataset(args.source, _split_config(args), home=args.home))
+    source = with_choice(args.source, {"layout": "" if args.layout == "auto" else args.layout}) if args.layout \
+        else args.source
+    report = health_report(load_dataset(source, _split_config(args), home=args.home))
     _print(args, report.to_dict(), report.to_text())
     return 0
 
@@ -264,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(sub_name := "datasets", cmd_datasets, "List the built-in datasets.")
     p = add("inspect", cmd_inspect, "Print the health report of a dataset (builtin:NAME, a folder or a zip).")
     p.add_argument("source")
+    p.add_argument("--layout", choices=["auto", "splits", "classes"], default=None,
+                   help="how to read a folder that reads two ways: top folders as train/val/test sets or as classes "
+                        "(the same as SOURCE?layout=...)")
     add_split(p)
 
     add("models", cmd_models, "List the architectures (scratch presets, custom, transfer backbones).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     copy_units: dict[str, str] = field(default_factory=dict)   # item key -> its near-copy group's key
     copies_across: dict[str, int] = field(default_factory=dict)  # val/test pictures that copy a training one
+    layout: dict[str, Any] | None = None        # how a folder's sub-folders were read (core.data.layouts)
 
     @property
     def num_classes(self) -> int:
@@ -112,6 +114,7 @@ class Pool:
     skipped: list[SkippedFile] = field(default_factory=list)
     root: str | None = None
     notes: list[str] = field(default_factory=list)
+    layout: dict[str, Any] | None = None  # folders and zips: which folder was taken for what, and why
 
 
 

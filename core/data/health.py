@@ -15,6 +15,7 @@ import numpy as np
 
 from core.data.dataset import SPLIT_NAMES, Dataset, image_hashes
 from core.data.images import ImageDecodeError, resize_image
+from core.data.layouts import layout_lines
 from core.data.pixels import to_channels
 from core.data.splits import item_keys
 
@@ -51,6 +52,7 @@ class HealthReport:
     split_hash: str
     native_size: list[int] | None
     notes: list[str]
+    layout: dict[str, Any] | None = None       # folders: which folder was taken for which split, why, choices
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +68,7 @@ class HealthReport:
         lines.append(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in self.split_sizes))
         for c in self.class_names:
             lines.append(f"  {c:<{width}}  " + "  ".join(f"{self.counts[s].get(c, 0):>6}" for s in self.split_sizes))
+        lines += layout_lines(self.layout)
         lines.append(f"imbalance ratio {self.imbalance_ratio:.2f}")
         size_text = ", ".join(f"{t['size']} x{t['count']}" for t in self.sizes.get("top", []))
         lines.append(f"sizes: {size_text}")
@@ -135,6 +138,7 @@ def health_report(ds: Dataset) -> HealthReport:
         split_hash=ds.split_hash,
         native_size=list(ds.native_size) if ds.native_size else None,
         notes=list(ds.notes),
+        layout=ds.layout,
     )
 
 

@@ -57,6 +57,7 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig, cache_dir: Path | None =
         skipped=list(pool.skipped),
         root=pool.root,
         notes=notes,
+        layout=pool.layout,
     )
     ds.copy_units = units
     ds.copies_across = copies
