@@ -111,10 +111,14 @@ def _write(sources: dict[str, list[Path]], root: Path, rng: np.random.Generator)
 
 
 def make_variant_export(src: Path, out: Path, *, per_class: int = 30, held_back_per_class: int = 0,
-                        seed: int = 0) -> VariantSet:
-    """Variants of ``per_class`` source photos a class under ``out/export``; optionally a held-back set."""
+                        seed: int = 0, first: int = 0) -> VariantSet:
+    """Variants of ``per_class`` source photos a class under ``out/export``; optionally a held-back set.
+
+    Sources are taken from a fixed shuffle of each class, from position ``first`` on, so sets built
+    with different ``first`` share no source photo.
+    """
     rng = np.random.default_rng(seed)
-    picked = _sources(src, per_class + held_back_per_class, 0, rng)
+    picked = _sources(src, per_class + held_back_per_class, first, rng)
     export = out / "export"
     groups = _write({c: f[:per_class] for c, f in picked.items()}, export, rng)
     held = None
@@ -122,3 +126,43 @@ def make_variant_export(src: Path, out: Path, *, per_class: int = 30, held_back_
         held = out / "held_back"
         _write({c: f[per_class:] for c, f in picked.items()}, held, rng)
     return VariantSet(export, groups, held)
+
+
+def scene(seed: int, size: int = 96) -> Image.Image:
+    """A seeded picture with enough shapes and texture for local features (no two seeds alike)."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    im = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(im)
+    for _ in range(14):
+        x0, y0 = rng.integers(0, size, 2)
+        w, h = rng.integers(6, size // 3, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        box = (int(x0), int(y0), int(x0 + w), int(y0 + h))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return im
+
+
+def make_scene_splits(root: Path, *, classes: int = 2, train: int = 12, test: int = 6, copied: int = 3,
+                      seed: int = 0) -> tuple[Path, list[tuple[str, str]]]:
+    """``root/train/<class>/`` and ``root/test/<class>/`` scenes; ``copied`` test pictures a class are
+    variants of training pictures. Returns the folder and the (train file, test file) copy pairs."""
+    rng = np.random.default_rng([seed, 99])
+    pairs = []
+    for k in range(classes):
+        name = f"c{k}"
+        for split in ("train", "test"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i in range(train):
+            scene(seed * 100_000 + k * 1000 + i).save(root / "train" / name / f"{name}_{i}.png")
+        for i in range(test):
+            rel = f"test/{name}/{name}_t{i}.jpg"
+            if i < copied:
+                src = f"train/{name}/{name}_{i}.png"
+                _save(make_variant(Image.open(root / src), rng), root / rel, rng)
+                pairs.append((src, rel))
+            else:
+                scene(seed * 100_000 + k * 1000 + 500 + i).convert("RGB").save(root / rel, quality=90)
+    return root, pairs

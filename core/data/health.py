@@ -210,8 +210,8 @@ def _near_copy_sentence(n_groups: int, n_pictures: int, val_in: int, test_in: in
     leaks = [f"{n} of the {len(splits[s])} {label} pictures" for s, n, label in
              (("val", val_in, "validation"), ("test", test_in, "test")) if n and s in splits]
     if leaks:
-        return (f"{head} {' and '.join(leaks)} are copies or near-copies of training pictures "
-                "(leakage), so those scores will look better than they are: set them aside.")
+        return (f"{head} {' and '.join(leaks)} are copies or near-copies of pictures the model "
+                "trains or is tuned on (leakage), so those scores will look better than they are: set them aside.")
     return f"{head} Each group is kept inside one split, so validation and test are not flattered by them."
 
 

@@ -32,14 +32,15 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig, cache_dir: Path | None =
         raise UserError(f"'{pool.name}' has fewer than two classes{only}: a classifier needs at least two.")
     notes = list(pool.notes)
     parts = dict(pool.parts)
-    units = _unit_keys(parts, cfg.group_near_copies, cache_dir)
+    units = _unit_keys(parts, cache_dir)  # always found and reported, even when the split ignores them
+    split_units = units if cfg.group_near_copies else _unit_keys(parts, cache_dir, near=False)
     if cfg.limit_per_class is not None:
         parts = _limit_per_class(parts, cfg.limit_per_class, cfg.seed)
         notes.append(f"At most {cfg.limit_per_class} images per class are used.")
-    splits = _make_splits(parts, cfg, notes, units)
-    copies = _copies_across(splits, units)
+    splits = _make_splits(parts, cfg, notes, split_units)
     if cfg.drop_duplicates:
         splits = _drop_leaked_copies(splits, units, notes)
+    copies = _copies_across(splits, units)
     if cfg.train_fraction < 1.0:
         keep = _per_class_sample(splits["train"].labels, cfg.train_fraction, [cfg.seed, 101])
         splits["train"] = splits["train"].subset(keep)
@@ -71,8 +72,8 @@ def item_keys(part: Split) -> list[str]:
     return list(part.files) if part.files is not None else image_hashes(part)
 
 
-def _unit_keys(parts: dict[str, Split], near_copies: bool, cache_dir: Path | None) -> dict[str, str]:
-    """Item key -> the key of the near-copy group it belongs to (items not listed stand alone)."""
+def _unit_keys(parts: dict[str, Split], cache_dir: Path | None, near: bool = True) -> dict[str, str]:
+    """Item key -> the key of its near-copy group (``near``) or of its identical copies; others stand alone."""
     files: list[str] = []
     hashes: list[str] = []
     for part in parts.values():
@@ -81,7 +82,7 @@ def _unit_keys(parts: dict[str, Split], near_copies: bool, cache_dir: Path | Non
             hashes += image_hashes(part)
     if not files:
         return {}  # in-memory images: identical pixels share a key already
-    if near_copies:
+    if near:
         groups = file_groups(files, hashes, cache_dir)
     else:
         by_hash: dict[str, list[str]] = {}
@@ -120,9 +121,17 @@ def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str],
 
 
 def _copies_across(splits: dict[str, Split], units: dict[str, str]) -> dict[str, int]:
-    """How many validation / test pictures are copies or near-copies of a training picture."""
-    train = set(_units(splits["train"], units))
-    return {name: sum(u in train for u in _units(splits[name], units)) for name in ("val", "test") if name in splits}
+    """How many validation pictures copy a training one, and test pictures a training or validation one."""
+    earlier: set[str] = set()
+    out = {}
+    for name in SPLIT_NAMES:
+        if name not in splits:
+            continue
+        keys = _units(splits[name], units)
+        if name != "train":
+            out[name] = sum(k in earlier for k in keys)
+        earlier.update(keys)
+    return out
 
 
 def _drop_leaked_copies(splits: dict[str, Split], units: dict[str, str], notes: list[str]) -> dict[str, Split]:
