@@ -1,4 +1,4 @@
-"""Where datasets come from: ``builtin:NAME[?options]``, a folder or a ``.zip``, loaded and split in one call."""
+"""Where datasets come from: ``builtin:NAME[?options]``, ``library:ID``, a folder or a ``.zip``, loaded and split."""
 
 from __future__ import annotations
 
@@ -10,19 +10,25 @@ from core.config import SplitConfig
 from core.data.builtin import load_builtin
 from core.data.dataset import Dataset, Pool
 from core.data.folders import load_folder
+from core.data.library import DatasetLibrary, display_stem, library_id
 from core.data.splits import finalise
 from core.data.zips import extract_zip, resolve_home
 from core.errors import UserError
 
 
 def load_dataset(source: str, split: SplitConfig = SplitConfig(), *, home: Path | str | None = None) -> Dataset:
-    """Load ``builtin:NAME[?k=v&...]``, a folder or a ``.zip`` and split it (stratified, seeded)."""
+    """Load ``builtin:NAME[?k=v&...]``, ``library:ID``, a folder or a ``.zip`` and split it (stratified, seeded).
+
+    A library entry that was deleted raises ``UserError`` naming it ("the dataset 'hands' was deleted ...").
+    """
     source = str(source).strip()
     if not source:
         raise UserError("No dataset was given: choose a built-in dataset, a folder or a zip file.")
     if source.startswith("builtin:"):
         name, params = _parse_query(source[len("builtin:"):])
         pool = load_builtin(name, params, resolve_home(home))
+    elif library_id(source) is not None:
+        pool = _load_library(source, resolve_home(home))
     else:
         path, params = _path_and_query(source)
         pool = _load_path(path, params, resolve_home(home))
@@ -51,6 +57,14 @@ def _load_path(path: Path, params: dict[str, str], home: Path) -> Pool:
             raise UserError(f"'{path.name}' is not a folder or a zip file: give a folder of images or a .zip.")
         root = extract_zip(path, home)
         pool = load_folder(root, params)
-        pool.name = path.stem
+        pool.name = display_stem(path.name)
         return pool
     return load_folder(path, params)
+
+
+def _load_library(source: str, home: Path) -> Pool:
+    entry = DatasetLibrary(home).require(library_id(source) or "")
+    _, params = _parse_query(source)
+    pool = load_folder(entry.folder, params)
+    pool.name = entry.name
+    return pool
