@@ -35,7 +35,7 @@ def library_table(entries: list[LibraryEntry]) -> None:
              "added": added_text(e)} for e in entries]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="library_table")
     explain("Every zip you upload (and every dataset you record) is kept here once, for every tab and after a "
-            "restart; images counts readable pictures.")
+            "restart; the images column counts the pictures that can be read.")
 
 
 def library_picker(current: str) -> str | None:
