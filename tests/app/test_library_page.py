@@ -67,6 +67,10 @@ def test_an_upload_is_listed_in_a_new_tab_and_after_a_restart(app_home: Path) ->
     linked.run()
     assert linked.segmented_control(key="data_mode").value == "Your datasets"
     assert metric(linked, "Classes") == "2"
+    # The Train page offers it by name in every new session, whatever the Data page last chose.
+    train = make_app(page="pages/train.py")
+    train.run()
+    assert "pets - your library" in train.selectbox(key="train_data").options
 
 
 def test_rename_then_delete_asks_first_and_says_what_runs_keep(app_home: Path) -> None:
