@@ -50,13 +50,18 @@ def _store(args: argparse.Namespace):
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from core.data.builtin import list_builtin
+    from core.data.library import DatasetLibrary
 
     infos = list_builtin()
+    entries = DatasetLibrary(args.home).list()
     rows = [
         f"builtin:{i.name:<22} {i.description}" + ("  (downloads once)" if i.needs_download else "")
         for i in infos
-    ]
-    _print(args, [i.to_dict() for i in infos], "\n".join(rows))
+    ] + [f"{e.source:<30} {e.name}: your library, {e.classes} classes, {e.images:,} images" for e in entries]
+    data = [{**i.to_dict(), "source": f"builtin:{i.name}"} for i in infos] + [
+        {"name": e.name, "source": e.source, "description": "your library", "classes": e.classes,
+         "images": e.images, "needs_download": False, "params": ""} for e in entries]
+    _print(args, data, "\n".join(rows))
     return 0
 
 
@@ -214,12 +219,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    records = _store(args).list()
+    from core.data.library import DatasetLibrary
+    from core.data.naming import source_label
+
+    store = _store(args)
+    library = DatasetLibrary(store.home)
+    records = store.list()
     rows = []
     for r in records:
         acc = (r.result or {}).get("accuracy")
         rows.append(
-            f"{r.run_id}  {r.status:<11} {r.config.model.name:<26} {r.config.data:<30} "
+            f"{r.run_id}  {r.status:<11} {r.config.model.name:<26} {source_label(r.config.data, library):<30} "
             + (f"acc {acc:.3f}" if acc is not None else "")
         )
     _print(args, [r.to_dict() for r in records], "\n".join(rows) or "no runs yet")
@@ -263,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--random-split", action="store_true",
                        help="split picture by picture, even near-copies of one photo (shows how they flatter scores)")
 
-    add(sub_name := "datasets", cmd_datasets, "List the built-in datasets.")
-    p = add("inspect", cmd_inspect, "Print the health report of a dataset (builtin:NAME, a folder or a zip).")
+    add(sub_name := "datasets", cmd_datasets, "List the built-in datasets and those of your library.")
+    p = add("inspect", cmd_inspect, "Print the health report of a dataset (builtin:NAME, library:ID, a folder or a zip).")
     p.add_argument("source")
     p.add_argument("--layout", choices=["auto", "splits", "classes"], default=None,
                    help="how to read a folder that reads two ways: top folders as train/val/test sets or as classes "
@@ -274,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("models", cmd_models, "List the architectures (scratch presets, custom, transfer backbones).")
 
     p = add("train", cmd_train, "Train a model and evaluate it on the test split.")
-    p.add_argument("--data", required=True, help="builtin:NAME, a folder or a zip")
+    p.add_argument("--data", required=True, help="builtin:NAME, library:ID (see datasets), a folder or a zip")
     p.add_argument("--model", default="tiny", help="a name from `python -m core models`")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width (0.35, 0.5, 1.0)")
     p.add_argument("--fine-tune-layers", type=int, default=0, help="transfer: unfreeze the top N backbone layers")

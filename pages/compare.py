@@ -6,7 +6,6 @@ comparison a student makes first. A warning appears when the runs were not teste
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from core.explain.comparison import (
 )
 from core.explain.metrics import confusion_matrix
 from core.plots.evaluation import comparison_bars_figure, confusion_matrix_figure, overlay_curves_figure
-from ui.common import explain, format_duration, run_label, status_dot, teacher_mode, user_errors
+from ui.common import explain, format_duration, run_label, source_name, status_dot, teacher_mode, user_errors
 from ui.engine import get_manager, get_predictor, get_store, home_dir
 from ui.gallery import SplitImages, Tile, gradcam_controls, gradcam_tiles, image_grid
 
@@ -113,19 +112,12 @@ def speed_of(record: Any, images: SplitImages) -> Speed | None:
 # ---------------------------------------------------------------- sections
 
 
-def dataset_label(source: str) -> str:
-    """A short name for a dataset source: 'builtin:digits', or the folder/zip name of a path."""
-    if source.startswith("builtin:"):
-        return source
-    return Path(source.rstrip("/\\")).name or source
-
-
 def scores_table(records: list[Any], names: list[str], speeds: list[Speed | None]) -> None:
     """Test accuracy, F1, parameters, training time, images/s and latency, one row per run."""
     rows = [summary_row(r, s) for r, s in zip(records, speeds)]
     for row, name in zip(rows, names):
         row["name"] = name
-        row["dataset"] = dataset_label(row["dataset"])
+        row["dataset"] = source_name(row["dataset"])
         row["training time"] = format_duration(row["fit_seconds"])
     frame = pd.DataFrame(rows)
     same_data = frame["dataset"].nunique() == 1
@@ -267,7 +259,7 @@ def main() -> None:
     if len(chosen) < 2:
         st.info("Pick at least two runs to compare.")
         return
-    for warning in comparability_warnings(chosen):
+    for warning in comparability_warnings(chosen, label=source_name):
         st.warning(warning)
     chosen, preds = load_all(chosen)
     if len(chosen) < 2:

@@ -1,4 +1,4 @@
-"""Data: pick a built-in dataset, upload a zip or point at a folder; check its health before training.
+"""Data: pick a built-in or library dataset, upload a zip or point at a folder; check its health before training.
 
 The choice (source + split settings) is remembered for the Train page (URL ``?data=`` and the tab's
 state). Everything shown comes from ``core.data.health.health_report``; every number has a caption.
@@ -11,8 +11,6 @@ import ui  # noqa: F401  (first: see ui/__init__.py)
 # isort: split
 
 import hashlib
-import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +18,9 @@ import pandas as pd
 import streamlit as st
 
 from core.config import SplitConfig
-from core.data.sources import describe_source, split_choice, with_choice
+from core.data.sources import split_choice, with_choice
 from core.errors import UserError
 from core.plots.data import category_bars, pixel_histogram_chart, size_chart, split_counts_chart
-from core.store.files import atomic_write_bytes
 from ui.common import (
     advanced,
     current_data_source,
@@ -31,13 +28,15 @@ from ui.common import (
     metric_card,
     set_data_source,
     set_split,
+    source_name,
     teacher_mode,
     user_errors,
 )
 from ui.data_checks import render_data_checks
 from ui.engine import home_dir, load_dataset_cached
+from ui.library import library_cached, library_picker, upload_to_library
 
-MODES = ("Built-in", "Upload a zip", "Folder or zip on this computer")
+MODES = ("Built-in", "Your datasets", "Upload a zip", "Folder or zip on this computer")
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 10
 THUMB_PX = 72
@@ -57,15 +56,17 @@ def _builtins() -> list[dict[str, Any]]:
 def source_picker() -> str | None:
     """The dataset source the user picked; None until there is one (e.g. nothing uploaded yet)."""
     current = current_data_source()
-    default_mode = MODES[0] if current.startswith("builtin:") else MODES[2]
+    default_mode = default_source_mode(current)
     mode = st.segmented_control("Where are the images?", MODES, default=default_mode, key="data_mode",
                                 persist_state="session") or default_mode
     if mode == MODES[0]:
         return builtin_picker(current)
     if mode == MODES[1]:
-        return zip_upload()
+        return library_picker(current)
+    if mode == MODES[2]:
+        return upload_to_library()
     path = st.text_input("Path of a folder (one subfolder per class) or of a .zip file",
-                         value="" if current.startswith("builtin:") else split_choice(current)[0], key="data_path",
+                         value="" if default_mode != MODES[3] else split_choice(current)[0], key="data_path",
                          persist_state="session", placeholder="/home/me/pictures/bears")
     explain("Class folders may sit inside training / validation / test folders (training_set, Train, val... or any "
             "names holding the same classes); files that are not images are listed below.")
@@ -103,19 +104,11 @@ def builtin_picker(current: str) -> str:
     return choice + ("?" + "&".join(params) if params else "")
 
 
-def zip_upload() -> str | None:
-    """Save an uploaded zip under the CNN Lab home (named by its content hash) and return its path."""
-    upload = st.file_uploader("A .zip with one folder per class", type=["zip"], key="data_zip")
-    explain("The zip is saved in CNN Lab's folder, unpacked safely, and checked file by file.")
-    if upload is None:
-        return None
-    data = upload.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(upload.name).name)[:80] or "upload.zip"
-    target = home_dir() / "uploads" / f"{digest}-{safe}"
-    if not target.exists():
-        atomic_write_bytes(target, data)
-    return str(target)
+def default_source_mode(current: str) -> str:
+    """The mode that shows the current source: built-in, the library, or a path on this computer."""
+    if current.startswith("builtin:"):
+        return MODES[0]
+    return MODES[1] if current.startswith("library:") else MODES[3]
 
 
 def split_settings() -> SplitConfig:
@@ -188,7 +181,8 @@ def report_for(home: str, source: str, split_json: str) -> dict[str, Any]:
     """The health report as plain data, computed once per source and split."""
     from core.data.health import health_report
 
-    return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
+    return library_cached(source, f"health-report:{split_json}", lambda: health_report(
+        load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict())
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -366,8 +360,8 @@ def main() -> None:
         figures = report_figures(str(home_dir()), source, split.to_json(), teacher)
         set_data_source(source)
         set_split(split)
-        st.success(f"Using **{report['name']}** ({describe_source(source)}) for training: the Train page starts "
-                   "from it.", icon=":material/dataset:")
+        st.success(f"Using **{source_name(source)}** for training: the Train page starts from it.",
+                   icon=":material/dataset:")
         st.page_link("pages/train.py", label="Train a model on it", icon=":material/model_training:",
                      query_params={"data": source, **({"teacher": "1"} if teacher else {})})
         st.header("Health report")

@@ -33,7 +33,7 @@ from core.plots.evaluation import (
     top_k_figure,
 )
 from core.training.results import evaluate_unfinished
-from ui.common import advanced, explain, metric_card, run_picker, teacher_mode, user_errors
+from ui.common import advanced, explain, metric_card, run_picker, source_name, teacher_mode, user_errors
 from ui.engine import get_manager, get_predictor, get_store
 from ui.gallery import (
     SplitImages,
@@ -482,7 +482,7 @@ def header(data: RunData) -> None:
     """Which run this is, in one line."""
     r = data.record
     cfg = r.config
-    st.markdown(f"**{r.name or r.run_id}** · model `{cfg.model.name}` · data `{cfg.data}` · "
+    st.markdown(f"**{r.name or r.run_id}** · model `{cfg.model.name}` · data **{source_name(cfg.data)}** · "
                 f"{len(data.class_names)} classes · image size {cfg.image_size} px · {len(data.test)} test images")
 
 

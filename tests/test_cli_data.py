@@ -70,3 +70,24 @@ def test_inspect_sign_language_digits(shared_dir: Path, capsys: pytest.CaptureFi
     report = _json(capsys, ["inspect", str(folder), "--json"])
     assert report["num_classes"] == 10 and report["total_images"] == 2062 and report["num_skipped"] == 0
     assert {"size": "3024x3024", "count": 3} in report["sizes"]["top"]
+
+
+def test_datasets_and_runs_name_library_datasets_in_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.config import TrainConfig
+    from core.data.library import DatasetLibrary
+    from core.store.runs import RunStore
+    from data_factory import make_zip
+
+    home = tmp_path / "home"
+    entry = DatasetLibrary(home).add_zip(make_zip(make_class_folder(tmp_path / "d"), tmp_path / "hands.zip"))
+    rows = _json(capsys, ["datasets", "--json", "--home", str(home)])
+    mine = next(r for r in rows if r["source"] == entry.source)
+    assert mine["name"] == "hands" and mine["classes"] == 2 and mine["images"] == 12
+    store = RunStore(home)
+    store.create_run(TrainConfig(data=entry.source), name="on the library")
+    store.create_run(TrainConfig(data="builtin:shapes?per_class=150&size=32"), name="on shapes")
+    store.create_run(TrainConfig(data=str(home / "uploads" / "9304047237c6-x.zip")), name="an old upload")
+    assert main(["runs", "--home", str(home)]) == 0
+    text = capsys.readouterr().out
+    assert "hands" in text and "shapes, 150 a class, 32 px" in text and " x " in text
+    assert "library:" not in text and "?" not in text and "9304047237c6" not in text and str(home) not in text

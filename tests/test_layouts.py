@@ -14,7 +14,8 @@ from data_factory import make_array, make_class_folder, make_split_folders, make
 from core.cli import main
 from core.data.health import health_report
 from core.data.layouts import split_of
-from core.data.sources import describe_source, load_dataset, split_choice, with_choice
+from core.data.naming import source_label
+from core.data.sources import load_dataset, split_choice, with_choice
 from core.errors import UserError
 
 CIFAR_CLASSES = ("cat", "dog", "ship")
@@ -216,8 +217,8 @@ def test_a_choice_is_kept_apart_from_what_was_typed() -> None:
     assert split_choice("/data/pets?layout=classes&sep=_") == ("/data/pets?sep=_", {"layout": "classes"})
     assert with_choice("/data/pets?sep=_", {"layout": "classes"}) == "/data/pets?sep=_&layout=classes"
     assert with_choice("/data/pets?layout=classes", {"layout": ""}) == "/data/pets"
-    assert describe_source("/data/pets?layout=classes") == "/data/pets (every folder read as a class)"
-    assert describe_source("builtin:digits") == "builtin:digits"
+    assert source_label("/data/pets?layout=classes") == "pets (every folder read as a class)"
+    assert source_label("/data/pets") == "pets"
 
 
 # ---------------------------------------------------------------- zips

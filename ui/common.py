@@ -132,7 +132,7 @@ def status_mark(status: str) -> str:
 def run_label(run: Any) -> str:
     """One line naming a run: name, model, dataset and test accuracy when known."""
     config = run.config
-    parts = [run.name or run.run_id, config.model.name, config.data]
+    parts = [run.name or run.run_id, config.model.name, source_name(config.data)]
     accuracy = (run.result or {}).get("accuracy")
     if accuracy is not None:
         parts.append(f"acc {accuracy:.1%}")
@@ -188,6 +188,14 @@ def format_duration(seconds: float | None) -> str:
 
 
 # ---------------------------------------------------------------- the dataset chosen on the Data page
+
+
+def source_name(source: str) -> str:
+    """A dataset source as a person reads it ("shapes, 150 a class, 32 px", a library dataset's name)."""
+    from core.data.naming import source_label
+    from ui.engine import get_library
+
+    return source_label(source, get_library())
 
 
 def current_data_source() -> str:

@@ -16,6 +16,7 @@ import streamlit as st
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from core.config import SplitConfig
     from core.data.dataset import Dataset
+    from core.data.library import DatasetLibrary
     from core.serving.predictor import Predictor
     from core.store.runs import RunStore
     from core.training.manager import TrainingManager
@@ -96,3 +97,16 @@ def load_dataset_cached(source: str, split_config: SplitConfig | None = None) ->
 
     split = split_config if split_config is not None else SplitConfig()
     return _dataset_for(str(home_dir()), source.strip(), split.to_json())
+
+
+def get_library() -> DatasetLibrary:
+    """The dataset library of the current home (it reads its list from disk each time: never stale)."""
+    from core.data.library import DatasetLibrary
+
+    return DatasetLibrary(home_dir())
+
+
+def forget_cached_datasets() -> None:
+    """Drop every cached dataset and report after a library dataset was deleted or its images changed."""
+    _dataset_for.clear()
+    st.cache_data.clear()

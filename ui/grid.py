@@ -31,7 +31,7 @@ from core.training.experiments.groups import (
     results_table,
 )
 from core.training.experiments.lab import lab_network
-from ui.common import current_data_source, current_split, explain, metric_card, teacher_mode, user_errors
+from ui.common import current_data_source, current_split, explain, metric_card, source_name, teacher_mode, user_errors
 from ui.engine import get_manager
 from ui.groups import CHART_CONFIG, RESULT_COLUMNS, choose_group, render_group_progress, results_frame, show_group
 
@@ -67,7 +67,7 @@ def base_config() -> TrainConfig:
     lr = cols[3].select_slider("Learning rate", LEARNING_RATES, 1e-3, key="grid_lr", persist_state="session",
                                format_func=lambda v: f"{v:g}")
     spec = ModelSpec(name=CUSTOM, custom=lab_network()) if model == CUSTOM else ModelSpec(name=model)
-    explain(f"Data: {source} (choose it on the Data page) · split seed {split.seed}. Settings you vary below "
+    explain(f"Data: {source_name(source)} (choose it on the Data page) · split seed {split.seed}. Settings you vary below "
             "replace these for each run; everything else stays the same, so the runs compare fairly.")
     return TrainConfig(data=source, split=split, model=spec, image_size=int(size), epochs=int(epochs),
                        learning_rate=float(lr), batch_size=32, use_feature_cache=False)

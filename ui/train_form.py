@@ -30,10 +30,12 @@ from ui.common import (
     metric_card,
     set_current_run_id,
     set_data_source,
+    source_name,
     user_errors,
 )
 from ui.data_checks import pretraining_checks
 from ui.engine import get_manager, load_dataset_cached, session_owner
+from ui.library import library_sources
 
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 IMAGE_SIZES = (16, 24, 32, 48, 64, 96, 128, 160, 192, 224)
@@ -48,14 +50,12 @@ ARCH_KINDS = ("Preset", "Build your own", "Transfer learning")
 def data_picker() -> tuple[str, SplitConfig]:
     """The dataset (chosen on the Data page by default) and its split settings."""
     from core.data.builtin import list_builtin
-    from core.data.sources import describe_source
 
     current = current_data_source()
     builtins = {f"builtin:{b.name}": b.description for b in list_builtin()}
-    options = list(dict.fromkeys([current, *builtins]))
+    options = list(dict.fromkeys([current, *library_sources(), *builtins]))
     source = st.selectbox(
-        "Dataset", options, index=0, key="train_data",
-        format_func=lambda s: f"{s} - {builtins[s]}" if s in builtins else describe_source(s),
+        "Dataset", options, index=0, key="train_data", format_func=data_choice_label(builtins),
         help="Upload a zip or point at a folder on the Data page; it then appears here.",
     )
     if source != current:
@@ -68,6 +68,19 @@ def data_picker() -> tuple[str, SplitConfig]:
         + "). Change it on the Data page."
     )
     return source, split
+
+
+def data_choice_label(builtins: dict[str, str]) -> Any:
+    """How a dataset reads in the picker: its name in words, a built-in's description, a library tag."""
+    names = {s: source_name(s) for s in builtins}
+
+    def label(source: str) -> str:
+        if source in builtins:
+            return f"{names[source]} - {builtins[source]}"
+        name = source_name(source)
+        return f"{name} - your library" if source.startswith("library:") else name
+
+    return label
 
 
 # ---------------------------------------------------------------- a new run: architecture

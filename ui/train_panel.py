@@ -18,6 +18,7 @@ from ui.common import (
     format_duration,
     metric_card,
     set_current_run_id,
+    source_name,
     status_mark,
     user_errors,
 )
@@ -60,7 +61,7 @@ def render_header(snap: Any) -> None:
     st.markdown(f"#### {status_mark(snap.status)} {snap.name or snap.run_id}")
     st.caption(
         f"Run `{snap.run_id}` · {STATUS_WORDS.get(snap.status, snap.status)} · model **{cfg.model.name}** on "
-        f"**{cfg.data}** · {cfg.image_size}×{cfg.image_size} px · batch {cfg.batch_size} · learning rate {cfg.learning_rate:g}"
+        f"**{source_name(cfg.data)}** · {cfg.image_size}×{cfg.image_size} px · batch {cfg.batch_size} · learning rate {cfg.learning_rate:g}"
     )
 
 

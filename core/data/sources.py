@@ -1,4 +1,4 @@
-"""Where datasets come from: ``builtin:NAME[?options]``, a folder or a ``.zip``, loaded and split in one call.
+"""Where datasets come from: ``builtin:NAME[?options]``, ``library:ID``, a folder or a ``.zip``, loaded and split.
 
 A folder's (or zip's) query string can carry a person's choice for a layout that reads two ways:
 ``PATH?layout=splits`` / ``PATH?layout=classes``, and ``PATH?root=SUB`` to read only a sub-folder. The
@@ -15,6 +15,7 @@ from core.config import SplitConfig
 from core.data.builtin import load_builtin
 from core.data.dataset import Dataset, Pool
 from core.data.folders import load_folder
+from core.data.library import DatasetLibrary, display_stem, library_id
 from core.data.splits import finalise
 from core.data.zips import extract_zip, resolve_home, zips_inside
 from core.errors import UserError
@@ -24,7 +25,10 @@ CHOICE_KEYS = ("layout", "root")  # query keys that record how a folder was read
 
 
 def load_dataset(source: str, split: SplitConfig = SplitConfig(), *, home: Path | str | None = None) -> Dataset:
-    """Load ``builtin:NAME[?k=v&...]``, a folder or a ``.zip`` and split it (stratified, seeded)."""
+    """Load ``builtin:NAME[?k=v&...]``, ``library:ID``, a folder or a ``.zip`` and split it (stratified, seeded).
+
+    A library entry that was deleted raises ``UserError`` naming it ("the dataset 'hands' was deleted ...").
+    """
     source = str(source).strip()
     home_dir = resolve_home(home)
     if not source:
@@ -32,6 +36,9 @@ def load_dataset(source: str, split: SplitConfig = SplitConfig(), *, home: Path 
     if source.startswith("builtin:"):
         name, params = _parse_query(source[len("builtin:"):])
         pool = load_builtin(name, params, home_dir)
+    elif library_id(source) is not None:
+        pool = _load_library(source, home_dir)
+        _add_choice_sources(pool, source)
     else:
         path, params = _path_and_query(source)
         pool = _load_path(path, params, home_dir)
@@ -60,15 +67,6 @@ def with_choice(source: str, choice: dict[str, str]) -> str:
     return _with_query(str(path), {k: v for k, v in merged.items() if v})
 
 
-def describe_source(source: str) -> str:
-    """A source in words for a screen: the path, and how its folders are read when a person chose it."""
-    base, choice = split_choice(source)
-    words = {"splits": "folders read as training, validation and test sets", "classes": "every folder read as a class"}
-    extra = [words.get(choice.get("layout", ""), "")] + ([f"only its folder '{choice['root']}'"] if choice.get("root") else [])
-    extra = [e for e in extra if e]
-    return base + (f" ({'; '.join(extra)})" if extra else "")
-
-
 def _with_query(path: str, params: dict[str, str]) -> str:
     return path + ("?" + urlencode(params) if params else "")
 
@@ -95,7 +93,7 @@ def _load_path(path: Path, params: dict[str, str], home: Path) -> Pool:
             raise UserError(f"'{path.name}' is not a folder or a zip file: give a folder of images or a .zip.")
         root = extract_zip(path, home)
         pool = load_folder(_sub_folder(root, params, path.name), params)
-        pool.name = path.stem if not params.get("root") else pool.name
+        pool.name = display_stem(path.name) if not params.get("root") else pool.name
         inner = zips_inside(root)
         if inner:
             pool.notes.append(f"The zip also holds another zip ({', '.join(inner[:3])}), which was not opened: "
@@ -120,3 +118,11 @@ def _add_choice_sources(pool: Pool, source: str) -> None:
     question = (pool.layout or {}).get("ambiguous")
     for choice in (question or {}).get("choices", []):
         choice["source"] = with_choice(source, choice["params"])
+
+
+def _load_library(source: str, home: Path) -> Pool:
+    entry = DatasetLibrary(home).require(library_id(source) or "")
+    _, params = _parse_query(source)
+    pool = load_folder(_sub_folder(entry.folder, params, entry.name), params)
+    pool.name = entry.name
+    return pool

@@ -31,7 +31,15 @@ def extract_zip(zip_path: Path | str, home: Path | str | None = None) -> Path:
     ``__MACOSX``, hidden and non-image entries are not extracted.
     """
     zip_path = Path(zip_path)
-    target = resolve_home(home) / "datasets" / _file_hash(zip_path)[:16]
+    return unpack_zip(zip_path, resolve_home(home) / "datasets" / file_hash(zip_path)[:16])
+
+
+def unpack_zip(zip_path: Path | str, target: Path) -> Path:
+    """Safely extract a zip's images into ``target`` (reused when a finished extraction is already there).
+
+    The same checks as ``extract_zip``; the files appear at once (a temp folder renamed into place).
+    """
+    zip_path = Path(zip_path)
     if (target / ".complete").is_file():
         return target
     try:
@@ -89,7 +97,8 @@ def _inner_zip_sentence(inner: list[str]) -> str:
     return f"This zip holds other zips ({shown}) but no pictures: unzip it once, or upload one of them."
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

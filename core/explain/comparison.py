@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data.naming import source_label
 from core.errors import UserError
 
 # ---------------------------------------------------------------- saved predictions
@@ -161,16 +162,20 @@ def display_names(files: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------- fair comparison
 
 
-def comparability_warnings(records: Sequence[Any]) -> list[str]:
-    """Sentences saying why the runs' test scores are not measured on the same images, if they are not."""
+def comparability_warnings(records: Sequence[Any], label: Callable[[str], str] | None = None) -> list[str]:
+    """Sentences saying why the runs' test scores are not measured on the same images, if they are not.
+
+    ``label`` names a dataset source in words (default: ``core.data.naming.source_label``).
+    """
     if len(records) < 2:
         return []
     warnings: list[str] = []
     datasets = sorted({r.config.data for r in records})
     if len(datasets) > 1:
+        name = label or source_label
         warnings.append(
-            f"These runs used different datasets ({', '.join(datasets)}): their scores come from different "
-            "test images and cannot be compared directly."
+            f"These runs used different datasets ({', '.join(name(d) for d in datasets)}): their scores come from "
+            "different test images and cannot be compared directly."
         )
         return warnings
     hashes = [(r.result or {}).get("split_hash") for r in records]

@@ -65,7 +65,9 @@ def test_uploaded_zip_is_checked_and_skipped_files_listed(app_home: Path) -> Non
     skipped = next(d for d in at.dataframe if "broken.png" in d.value.to_string())
     assert "broken.png" in skipped.value["path"].iloc[0]
     assert skipped.value["reason"].iloc[0]  # every skipped file says why
-    assert list((app_home / "uploads").glob("*-pets.zip"))  # saved under the CNN Lab home
+    from core.data.library import DatasetLibrary
+
+    assert [e.name for e in DatasetLibrary(app_home).list()] == ["pets"]  # kept in the library, by its name
 
 
 def test_missing_folder_is_a_sentence_not_a_traceback(app_home: Path) -> None:
