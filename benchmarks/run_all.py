@@ -30,6 +30,7 @@ BENCHES = {
     4: "bench_rss",
     5: "bench_predict",
     6: "bench_overfit",
+    7: "bench_nearcopies",
 }
 TIMEOUT_SECONDS = 900
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
