@@ -79,6 +79,7 @@ class Dataset:
     native_size: tuple[int, int] | None = None  # (height, width) when every image has the same size
     root: str | None = None                     # the folder files live in (names are shown relative to it)
     notes: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # "val"/"test": core.data.splits.ORIGINS key
 
     @property
     def num_classes(self) -> int:
