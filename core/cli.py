@@ -61,17 +61,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from core.config import SplitConfig
     from core.data.health import health_report
-    from core.data.sources import load_dataset
+    from core.data.sources import load_dataset, with_choice
 
-    split = SplitConfig(
-        val_fraction=args.val_split,
-        test_fraction=args.test_split,
-        seed=args.seed,
-        limit_per_class=args.limit_per_class,
-    )
-    report = health_report(load_dataset(args.source, split, home=args.home))
+    source = with_choice(args.source, {"layout": "" if args.layout == "auto" else args.layout}) if args.layout \
+        else args.source
+    report = health_report(load_dataset(source, _split_config(args), home=args.home))
     _print(args, report.to_dict(), report.to_text())
     return 0
 
@@ -91,17 +86,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- runs
 
 
+def _split_config(args: argparse.Namespace):
+    from core.config import SplitConfig
+
+    return SplitConfig(
+        val_fraction=args.val_split,
+        test_fraction=args.test_split,
+        seed=args.seed,
+        limit_per_class=args.limit_per_class,
+        drop_duplicates=args.set_aside_copies,
+        group_near_copies=not args.random_split,
+    )
+
+
 def _train_config(args: argparse.Namespace):
-    from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
+    from core.config import AugmentConfig, ModelSpec, TrainConfig
 
     return TrainConfig(
         data=args.data,
-        split=SplitConfig(
-            val_fraction=args.val_split,
-            test_fraction=args.test_split,
-            seed=args.seed,
-            limit_per_class=args.limit_per_class,
-        ),
+        split=_split_config(args),
         model=ModelSpec(name=args.model, alpha=args.alpha, fine_tune_layers=args.fine_tune_layers,
                         fine_tune_epochs=args.fine_tune_epochs),
         image_size=args.image_size,
@@ -258,10 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--test-split", type=float, default=0.15, help="share of images for the test")
         p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images a class")
         p.add_argument("--seed", type=int, default=0, help="seed for the split and training")
+        p.add_argument("--set-aside-copies", action="store_true",
+                       help="leave out of validation and test every copy or near-copy of a training picture")
+        p.add_argument("--random-split", action="store_true",
+                       help="split picture by picture, even near-copies of one photo (shows how they flatter scores)")
 
     add(sub_name := "datasets", cmd_datasets, "List the built-in datasets.")
     p = add("inspect", cmd_inspect, "Print the health report of a dataset (builtin:NAME, a folder or a zip).")
     p.add_argument("source")
+    p.add_argument("--layout", choices=["auto", "splits", "classes"], default=None,
+                   help="how to read a folder that reads two ways: top folders as train/val/test sets or as classes "
+                        "(the same as SOURCE?layout=...)")
     add_split(p)
 
     add("models", cmd_models, "List the architectures (scratch presets, custom, transfer backbones).")

@@ -70,7 +70,8 @@ class SplitConfig(_JsonMixin):
     ``train_fraction`` and ``label_noise`` act on the training split only (after splitting), for the
     learning-curve and noisy-label experiments; validation and test stay untouched and comparable.
     ``drop_duplicates`` removes from validation and test every picture that is also in an earlier split
-    (the leakage fix offered before training).
+    (the leakage fix offered before training), near-copies included. ``group_near_copies`` keeps every
+    near-copy group (the same photo flipped, cropped, re-exposed...) inside one split.
     """
 
     val_fraction: float = 0.15
@@ -80,6 +81,7 @@ class SplitConfig(_JsonMixin):
     train_fraction: float = 1.0
     label_noise: float = 0.0
     drop_duplicates: bool = False
+    group_near_copies: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:

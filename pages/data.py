@@ -20,6 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import SplitConfig
+from core.data.sources import describe_source, split_choice, with_choice
 from core.errors import UserError
 from core.plots.data import category_bars, pixel_histogram_chart, size_chart, split_counts_chart
 from core.store.files import atomic_write_bytes
@@ -64,9 +65,10 @@ def source_picker() -> str | None:
     if mode == MODES[1]:
         return zip_upload()
     path = st.text_input("Path of a folder (one subfolder per class) or of a .zip file",
-                         value="" if current.startswith("builtin:") else current, key="data_path",
+                         value="" if current.startswith("builtin:") else split_choice(current)[0], key="data_path",
                          persist_state="session", placeholder="/home/me/pictures/bears")
-    explain("Class folders may sit inside train/ val/ test/ folders; files that are not images are listed below.")
+    explain("Class folders may sit inside training / validation / test folders (training_set, Train, val... or any "
+            "names holding the same classes); files that are not images are listed below.")
     return path.strip() or None
 
 
@@ -133,6 +135,49 @@ def split_settings() -> SplitConfig:
             "class keeps the same shares.")
     return SplitConfig(val_fraction=val / 100, test_fraction=test / 100, seed=int(seed),
                        limit_per_class=int(limit) or None)
+
+
+# ---------------------------------------------------------------- how the folders were read
+
+LAYOUT_CHOICES = "data_layout_choices"
+ROLE_WORDS = {"train": "training", "val": "validation", "test": "test", "all": "divided into training, validation and test",
+              "class": "a class", "left out": "left out"}
+
+
+def with_layout_choice(picked: str) -> str:
+    """The source to load: what was picked plus the reading chosen for its folders (this tab, else the URL)."""
+    chosen = st.session_state.setdefault(LAYOUT_CHOICES, {})
+    if picked not in chosen:
+        base, choice = split_choice(current_data_source())
+        chosen[picked] = choice if base == picked else {}
+    return with_choice(picked, chosen[picked]) if chosen[picked] else picked
+
+
+def _pick_layout(picked: str, key: str, choices: list[dict[str, Any]]) -> None:
+    st.session_state.setdefault(LAYOUT_CHOICES, {})[picked] = dict(choices[st.session_state[key]]["params"])
+
+
+def layout_section(report: dict[str, Any], picked: str) -> None:
+    """Which folder was taken for what and why; a choice when the folders can be read two ways."""
+    layout = report.get("layout")
+    if not layout:
+        return
+    roles = "" if layout["kind"] == "classes" else " · ".join(
+        f"{name}: {ROLE_WORDS.get(role, role)}" for name, role in layout["folders"].items())
+    st.markdown(f"**How the folders were read.** {layout['reason']}")
+    if roles:
+        explain(roles)
+    question = layout.get("ambiguous")
+    if not question:
+        return
+    st.warning(question["sentence"], icon=":material/help:")
+    choices = question["choices"]
+    key = "data_layout_" + hashlib.sha1(picked.encode()).hexdigest()[:10]
+    st.radio("How should these folders be read?", list(range(len(choices))),
+             index=next((i for i, c in enumerate(choices) if c["current"]), 0),
+             format_func=lambda i: choices[i]["label"], key=key, on_change=_pick_layout,
+             args=(picked, key, choices))
+    explain("The choice is remembered with the dataset, so every run trained on it reads the folders the same way.")
 
 
 # ---------------------------------------------------------------- the health report
@@ -311,20 +356,22 @@ def main() -> None:
     explain("Choose the images to learn from and check them before training: a model can only be as good as its data.")
     teacher = teacher_mode()
     with user_errors():
-        source = source_picker()
+        picked = source_picker()
         split = split_settings()
-        if not source:
+        if not picked:
             st.info("Upload a zip or type a path to see its health report.")
             return
+        source = with_layout_choice(picked)
         report = report_for(str(home_dir()), source, split.to_json())
         figures = report_figures(str(home_dir()), source, split.to_json(), teacher)
         set_data_source(source)
         set_split(split)
-        st.success(f"Using **{report['name']}** ({source}) for training: the Train page starts from it.",
-                   icon=":material/dataset:")
+        st.success(f"Using **{report['name']}** ({describe_source(source)}) for training: the Train page starts "
+                   "from it.", icon=":material/dataset:")
         st.page_link("pages/train.py", label="Train a model on it", icon=":material/model_training:",
                      query_params={"data": source, **({"teacher": "1"} if teacher else {})})
         st.header("Health report")
+        layout_section(report, picked)
         overview(report)
         problems(report)
         counts_section(report, figures)

@@ -240,11 +240,15 @@ def test_a_gap_within_sampling_noise_says_nothing_and_a_real_one_says_why() -> N
 
 
 def test_the_gap_names_the_reasons_the_facts_support() -> None:
-    lower = gap_verdict(0.92, 0.78, 400, 1000, {"test_from_folder": True, "near_copies_in_test": 0})
+    lower = gap_verdict(0.92, 0.78, 400, 1000, {"test_from_folder": True, "near_copies_in_val": 0})
     assert "own test folder" in lower.sentence and "near-copies" not in lower.sentence
+    leaky = gap_verdict(0.92, 0.78, 400, 1000, {"near_copies_in_val": 30})
+    assert "30 validation pictures are copies or near-copies" in leaky.sentence
+    unchecked = gap_verdict(0.92, 0.78, 400, 1000, {})
+    assert "this run did not look for" in unchecked.sentence
     higher = gap_verdict(0.78, 0.92, 400, 1000, {"test_from_folder": True, "near_copies_in_test": 25,
                                                  "near_copies_set_aside": 4})
-    assert "25 test pictures are near-copies" in higher.sentence and "own test folder" not in higher.sentence
+    assert "25 test pictures are copies or near-copies" in higher.sentence and "own test folder" not in higher.sentence
     assert "4 near-copies of training pictures were set aside" in higher.sentence
     few = gap_verdict(0.70, 0.90, 80, 2000, {"near_copies_in_test": 0})
     assert "few validation pictures" in few.sentence and "80 of them" in few.sentence

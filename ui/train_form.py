@@ -48,13 +48,14 @@ ARCH_KINDS = ("Preset", "Build your own", "Transfer learning")
 def data_picker() -> tuple[str, SplitConfig]:
     """The dataset (chosen on the Data page by default) and its split settings."""
     from core.data.builtin import list_builtin
+    from core.data.sources import describe_source
 
     current = current_data_source()
     builtins = {f"builtin:{b.name}": b.description for b in list_builtin()}
     options = list(dict.fromkeys([current, *builtins]))
     source = st.selectbox(
         "Dataset", options, index=0, key="train_data",
-        format_func=lambda s: f"{s} - {builtins[s]}" if s in builtins else s,
+        format_func=lambda s: f"{s} - {builtins[s]}" if s in builtins else describe_source(s),
         help="Upload a zip or point at a folder on the Data page; it then appears here.",
     )
     if source != current:

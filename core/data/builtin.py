@@ -13,7 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from core.data.dataset import Pool, array_pool
-from core.data.folders import collect, descend, name_rule, verify_pool
+from core.data.folders import collect, name_rule, verify_pool
+from core.data.layouts import descend
 from core.data.shapes import load_shapes
 from core.data.zips import extract_zip
 from core.errors import UserError, short_error
@@ -155,7 +156,7 @@ def _load_rps(home: Path) -> Pool:
     roots = {}
     for split_name, fname in RPS_FILES.items():
         zip_path = _download(fname, RPS_BASE_URL + fname, downloads, also=list(RPS_FILES.values()))
-        roots[split_name] = descend(extract_zip(zip_path, home))
+        roots[split_name] = descend(extract_zip(zip_path, home), keep_splits=False)
     collected = {k: collect(root, name_rule({})) for k, root in roots.items()}
     # Both zips unpack under <home>/datasets/<content hash>/: names relative to it are the same anywhere.
     pool = verify_pool((home / "datasets").resolve(), collected, [])

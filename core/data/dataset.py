@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,11 @@ class Dataset:
     native_size: tuple[int, int] | None = None  # (height, width) when every image has the same size
     root: str | None = None                     # the folder files live in (names are shown relative to it)
     notes: list[str] = field(default_factory=list)
-    origins: dict[str, str] = field(default_factory=dict)  # "val"/"test": core.data.splits.ORIGINS key
+    copy_units: dict[str, str] = field(default_factory=dict)   # item key -> its near-copy group's key
+    copies_across: dict[str, int] = field(default_factory=dict)  # val/test pictures that copy a training one
+    layout: dict[str, Any] | None = None        # how a folder's sub-folders were read (core.data.layouts)
+    origins: dict[str, str] = field(default_factory=dict)      # "val"/"test": a core.data.splits.ORIGINS key
+    copies_set_aside: int = 0                   # val/test copies of earlier pictures set aside (drop_duplicates)
 
     @property
     def num_classes(self) -> int:
@@ -111,6 +116,7 @@ class Pool:
     skipped: list[SkippedFile] = field(default_factory=list)
     root: str | None = None
     notes: list[str] = field(default_factory=list)
+    layout: dict[str, Any] | None = None  # folders and zips: which folder was taken for what, and why
 
 
 

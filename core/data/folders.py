@@ -1,4 +1,4 @@
-"""Folder layouts people make: class folders, split folders (any of them flat), file-name labels.
+"""Collecting a folder's pictures the way ``core.data.layouts`` read it, each file verified once.
 
 Every candidate file is decoded once (in parallel, cached by size and mtime) so that unreadable files
 are skipped with a reason instead of failing a run later.
@@ -18,13 +18,9 @@ import numpy as np
 
 from core.data.dataset import Pool, SkippedFile, Split
 from core.data.images import IMAGE_EXTENSIONS, ImageDecodeError, ImageInfo, verify_image
+from core.data.layouts import Part, Plan, direct_images, plan_layout, subdirs, visible
 from core.errors import UserError
 
-SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
-}
 _JUNK_FILES = frozenset({"thumbs.db", "desktop.ini", "license", "license.txt", "readme", "readme.md", "readme.txt"})
 _VERIFY_WORKERS = 4
 
@@ -38,18 +34,14 @@ class _Collected:
     flat: bool
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".") and p.name != "__MACOSX"
-
-
 def _image_files_under(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Image files anywhere under ``folder`` and the non-image files there (hidden and junk ignored)."""
     images, others = [], []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if _visible(Path(d)))
+        dirnames[:] = sorted(d for d in dirnames if visible(Path(d)))
         for fname in sorted(filenames):
             p = Path(dirpath) / fname
-            if not _visible(p) or fname.lower() in _JUNK_FILES:
+            if not visible(p) or fname.lower() in _JUNK_FILES:
                 continue
             if p.suffix.lower() in IMAGE_EXTENSIONS:
                 images.append(p)
@@ -58,48 +50,34 @@ def _image_files_under(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]
     return images, others
 
 
-def _direct_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
-
-
-def descend(root: Path) -> Path:
-    """Skip wrapper folders (a zip's single top folder): descend while there is one folder and no images."""
-    for _ in range(8):
-        subs = _subdirs(root)
-        if len(subs) != 1 or _direct_images(root) or subs[0].name.lower() in SPLIT_ALIASES:
-            return root
-        inner = _subdirs(subs[0])
-        if not inner and _direct_images(subs[0]):
-            return root  # a single class folder: let the one-class check speak
-        root = subs[0]
-    return root
-
-
-def collect(folder: Path, rule: Callable[[str], str | None]) -> _Collected:
-    """Class folders when there are any, otherwise a flat folder labelled by file names."""
-    subs = [d for d in _subdirs(folder) if d.name.lower() not in SPLIT_ALIASES]
-    by_class: dict[str, list[Path]] = {}
+def collect(folder: Path, rule: Callable[[str], str | None], exclude: frozenset[str] = frozenset()) -> _Collected:
+    """Class folders when there are any (``exclude`` names folders that are not classes), else a flat folder
+    labelled by file names."""
+    subs = [d for d in subdirs(folder) if d.name not in exclude]
     skipped: list[tuple[Path, str]] = []
     if subs:
-        for d in subs:
-            images, others = _image_files_under(d)
-            skipped += others
-            if images:
-                by_class[d.name] = images
-        for p in _direct_images(folder):
-            skipped.append((p, "not inside a class folder"))
-        return _Collected(by_class, skipped, flat=False)
-    for p in _direct_images(folder):
+        return _collect_classes({d.name: d for d in subs}, direct_images(folder))
+    by_class: dict[str, list[Path]] = {}
+    for p in direct_images(folder):
         label = rule(p.stem)
         if label is None:
             skipped.append((p, "its file name does not name a class"))
         else:
             by_class.setdefault(label, []).append(p)
     return _Collected(by_class, skipped, flat=True)
+
+
+def _collect_classes(dirs: dict[str, Path], loose: list[Path] | None = None) -> _Collected:
+    """Each named folder's images (anywhere under it) as one class; ``loose`` images sit outside any class."""
+    by_class: dict[str, list[Path]] = {}
+    skipped: list[tuple[Path, str]] = []
+    for name, d in sorted(dirs.items()):
+        images, others = _image_files_under(d)
+        skipped += others
+        if images:
+            by_class[name] = images
+    skipped += [(p, "not inside a class folder") for p in loose or []]
+    return _Collected(by_class, skipped, flat=False)
 
 
 def name_rule(params: dict[str, str], known: list[str] | None = None) -> Callable[[str], str | None]:
@@ -126,38 +104,40 @@ def name_rule(params: dict[str, str], known: list[str] | None = None) -> Callabl
 
 
 def load_folder(root: Path, params: dict[str, str]) -> Pool:
-    """Class folders, split folders (any of them flat) or one flat folder, verified image by image."""
-    root = descend(root.resolve())
-    split_dirs: dict[str, Path] = {}
-    for d in _subdirs(root):
-        alias = SPLIT_ALIASES.get(d.name.lower())
-        if alias and alias not in split_dirs:
-            split_dirs[alias] = d
-    notes: list[str] = []
-    if split_dirs:
-        collected = _collect_splits(split_dirs, params)
-        ignored = [d.name for d in _subdirs(root) if d.name.lower() not in SPLIT_ALIASES]
-        if ignored:
-            notes.append(f"Folders outside train/val/test were ignored: {', '.join(ignored)}.")
-    else:
-        collected = {"all": collect(root, name_rule(params))}
-    return verify_pool(root, collected, notes)
+    """Class folders, split folders (any of them flat) or one flat folder, verified image by image.
+
+    ``params['layout']`` ('splits' or 'classes') is a person's choice for a layout that reads two ways.
+    """
+    plan = plan_layout(root.resolve(), params.get("layout", "auto") or "auto")
+    collected = _collect_parts(plan, params)
+    pool = verify_pool(plan.root, collected, list(plan.notes), plan.splits)
+    pool.layout = plan.describe()
+    return pool
 
 
-def _collect_splits(split_dirs: dict[str, Path], params: dict[str, str]) -> dict[str, _Collected]:
-    """Collect each split; flat splits take their labels from the classes the other splits define."""
-    out = {name: collect(d, name_rule(params)) for name, d in split_dirs.items()}
+def _collect_parts(plan: Plan, params: dict[str, str]) -> dict[str, _Collected]:
+    """Collect each part; flat splits take their labels from the classes the other splits define."""
+    def one(part: Part, known: list[str] | None = None) -> _Collected:
+        if part.classes is not None:
+            return _collect_classes(part.classes)
+        return collect(part.folder, name_rule(params, known), part.exclude)
+
+    out = {name: one(part) for name, part in plan.parts.items()}
     known = sorted({c for col in out.values() if not col.flat for c in col.by_class})
     if known:
         for name, col in out.items():
             if col.flat:
-                out[name] = collect(split_dirs[name], name_rule(params, known))
+                out[name] = one(plan.parts[name], known)
     return out
 
 
-def verify_pool(root: Path, collected: dict[str, _Collected], notes: list[str]) -> Pool:
-    """Decode every candidate file once (in parallel) and build labelled splits of the good ones."""
-    _check_classes_agree(collected)
+def verify_pool(root: Path, collected: dict[str, _Collected], notes: list[str],
+                folders: dict[str, str] | None = None) -> Pool:
+    """Decode every candidate file once (in parallel) and build labelled splits of the good ones.
+
+    ``folders`` names the folder each split came from, for the sentence when their classes differ.
+    """
+    _check_classes_agree(collected, folders or {})
     class_names = sorted({c for col in collected.values() for c in col.by_class})
     index = {c: i for i, c in enumerate(class_names)}
     jobs = [(name, c, p) for name, col in collected.items() for c in sorted(col.by_class) for p in col.by_class[c]]
@@ -192,7 +172,7 @@ def verify_pool(root: Path, collected: dict[str, _Collected], notes: list[str]) 
     return Pool(root.name, used, channels, parts, skipped, str(root), notes)
 
 
-def _check_classes_agree(collected: dict[str, _Collected]) -> None:
+def _check_classes_agree(collected: dict[str, _Collected], folders: dict[str, str]) -> None:
     """Validation and test must use exactly the training classes, or the scores mean nothing."""
     train = collected.get("train")
     if train is None:
@@ -204,15 +184,17 @@ def _check_classes_agree(collected: dict[str, _Collected]) -> None:
             continue
         other = set(col.by_class)
         if other != ref:
-            extra, lacking = sorted(other - ref), sorted(ref - other)
-            detail = "; ".join(
-                x for x in (
-                    f"only in {name}: {', '.join(extra)}" if extra else "",
-                    f"missing from {name}: {', '.join(lacking)}" if lacking else "",
-                ) if x
-            )
             label = "validation" if name == "val" else "test"
-            raise UserError(f"The {label} folder's classes differ from the training folder's ({detail}).")
+            where = folders.get(name, name)
+            extra, lacking = sorted(other - ref), sorted(ref - other)
+            detail = "; ".join(x for x in (
+                f"only in {where}: {', '.join(extra)}" if extra else "",
+                f"missing from {where}: {', '.join(lacking)}" if lacking else "",
+            ) if x)
+            train_at = f"the training folder ({folders['train']})" if folders.get("train") else "the training classes"
+            raise UserError(f"The {label} folder ({where}) and {train_at} hold different classes ({detail}): "
+                            f"{label} pictures must come from exactly the training classes, so add, rename or "
+                            "remove those class folders.")
 
 
 def _rel(p: Path, root: Path) -> str:

@@ -1,7 +1,8 @@
 """The health report: what a person should know about a dataset before training on it.
 
 Counts per class and split, balance, skipped files, copies of one picture in two splits (leakage),
-sizes, colour modes and pixel statistics; ``to_text`` for the command line, ``to_dict`` for pages.
+near-copy groups (the same photo flipped, cropped, re-exposed...), sizes, colour modes and pixel
+statistics; ``to_text`` for the command line, ``to_dict`` for pages.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from core.data.dataset import Dataset, image_hashes
+from core.data.dataset import SPLIT_NAMES, Dataset, image_hashes
 from core.data.images import ImageDecodeError, resize_image
+from core.data.layouts import layout_lines
 from core.data.pixels import to_channels
+from core.data.splits import item_keys
 
 _STATS_SAMPLE = 256
 _HIST_BINS = 32
@@ -40,6 +43,7 @@ class HealthReport:
     duplicates_across_splits: list[dict[str, Any]]   # leakage: the same picture in two splits
     num_duplicates_across_splits: int
     duplicates_within_splits: int              # extra copies inside one split
+    near_copies: dict[str, Any]                # every near-copy group, and how many cross into val/test
     sizes: dict[str, Any]                      # min/max/median (height, width) and the commonest sizes
     channel_distribution: dict[str, int]       # "gray"/"color" counts of the source images
     mode_distribution: dict[str, int]          # Pillow modes (L, RGB, RGBA, P, ...) or "array"
@@ -48,6 +52,7 @@ class HealthReport:
     split_hash: str
     native_size: list[int] | None
     notes: list[str]
+    layout: dict[str, Any] | None = None       # folders: which folder was taken for which split, why, choices
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +68,7 @@ class HealthReport:
         lines.append(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in self.split_sizes))
         for c in self.class_names:
             lines.append(f"  {c:<{width}}  " + "  ".join(f"{self.counts[s].get(c, 0):>6}" for s in self.split_sizes))
+        lines += layout_lines(self.layout)
         lines.append(f"imbalance ratio {self.imbalance_ratio:.2f}")
         size_text = ", ".join(f"{t['size']} x{t['count']}" for t in self.sizes.get("top", []))
         lines.append(f"sizes: {size_text}")
@@ -76,6 +82,13 @@ class HealthReport:
         lines += [f"  {s['path']}: {s['reason']}" for s in self.skipped[:50]]
         if self.num_skipped > 50:
             lines.append(f"  ... and {self.num_skipped - 50} more")
+        nc = self.near_copies
+        lines.append(f"near-copy groups: {nc['num_groups']} ({nc['num_pictures']} pictures); "
+                     f"validation pictures copying training ones: {nc['val_in_train']}, test: {nc['test_in_train']}")
+        for group in nc["groups"][:10]:
+            lines.append("  " + " ~ ".join(f"{i['split']}:{i['file']}" for i in group["items"]))
+        if nc["num_groups"] > 10:
+            lines.append(f"  ... and {nc['num_groups'] - 10} more (all of them in --json)")
         lines.append(f"duplicates across splits: {self.num_duplicates_across_splits}")
         for group in self.duplicates_across_splits[:10]:
             lines.append("  " + " = ".join(f"{i['split']}:{i['file']}" for i in group["items"]))
@@ -96,8 +109,9 @@ def health_report(ds: Dataset) -> HealthReport:
     nonzero = [v for v in totals.values() if v]
     ratio = float(max(nonzero) / min(nonzero)) if nonzero else 0.0
     across, within = _duplicates(ds)
+    copies = near_copy_groups(ds)
     sizes, channel_dist, modes, formats = _size_channel_stats(ds)
-    warnings = _warnings(ds, counts, totals, ratio, across)
+    warnings = _warnings(ds, counts, totals, ratio, across, copies)
     return HealthReport(
         name=ds.name,
         source=ds.source,
@@ -115,6 +129,7 @@ def health_report(ds: Dataset) -> HealthReport:
         duplicates_across_splits=across[:100],
         num_duplicates_across_splits=len(across),
         duplicates_within_splits=within,
+        near_copies=copies,
         sizes=sizes,
         channel_distribution=channel_dist,
         mode_distribution=modes,
@@ -123,6 +138,7 @@ def health_report(ds: Dataset) -> HealthReport:
         split_hash=ds.split_hash,
         native_size=list(ds.native_size) if ds.native_size else None,
         notes=list(ds.notes),
+        layout=ds.layout,
     )
 
 
@@ -149,6 +165,54 @@ def _duplicates(ds: Dataset) -> tuple[list[dict[str, Any]], int]:
             })
     across.sort(key=lambda g: [(i["split"], i["file"]) for i in g["items"]])
     return across, within
+
+
+def near_copy_groups(ds: Dataset) -> dict[str, Any]:
+    """Every group of near-copies in the final splits, and how many val/test pictures copy a training one."""
+    members: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    checked = False
+    for s in SPLIT_NAMES:
+        part = ds.splits.get(s)
+        if part is None:
+            continue
+        checked = checked or part.files is not None
+        for i, key in enumerate(item_keys(part)):
+            members[ds.copy_units.get(key, key)].append((s, i))
+    groups = []
+    for items in members.values():
+        if len(items) < 2:
+            continue
+        groups.append({
+            "splits": sorted({s for s, _ in items}, key=SPLIT_NAMES.index),
+            "items": [{"split": s, "file": _display(ds, s, i), "label": ds.class_names[int(ds.splits[s].labels[i])]}
+                      for s, i in items],
+        })
+    groups.sort(key=lambda g: (-len(g["splits"]), [(i["split"], i["file"]) for i in g["items"]]))
+    val_in, test_in = ds.copies_across.get("val", 0), ds.copies_across.get("test", 0)
+    n_pictures = sum(len(g["items"]) for g in groups)
+    return {
+        "checked": checked,
+        "method": "matched local features, verified by alignment" if checked else "identical pixels only",
+        "num_groups": len(groups),
+        "num_pictures": n_pictures,
+        "val_in_train": val_in,
+        "test_in_train": test_in,
+        "groups": groups,
+        "sentence": _near_copy_sentence(len(groups), n_pictures, val_in, test_in, ds.splits),
+    }
+
+
+def _near_copy_sentence(n_groups: int, n_pictures: int, val_in: int, test_in: int, splits: dict[str, Any]) -> str:
+    if not n_groups:
+        return "No near-copies: no picture is a flipped, cropped, re-exposed or re-encoded copy of another."
+    head = (f"{n_groups} group(s) of near-copies ({n_pictures} pictures): the same photo flipped, turned, cropped, "
+            "re-exposed or re-encoded.")
+    leaks = [f"{n} of the {len(splits[s])} {label} pictures" for s, n, label in
+             (("val", val_in, "validation"), ("test", test_in, "test")) if n and s in splits]
+    if leaks:
+        return (f"{head} {' and '.join(leaks)} are copies or near-copies of pictures the model "
+                "trains or is tuned on (leakage), so those scores will look better than they are: set them aside.")
+    return f"{head} Each group is kept inside one split, so validation and test are not flattered by them."
 
 
 def _display(ds: Dataset, split_name: str, i: int) -> str:
@@ -234,7 +298,7 @@ def pixel_stats(ds: Dataset, sample: int = _STATS_SAMPLE, seed: int = 0) -> dict
 
 
 def _warnings(ds: Dataset, counts: dict[str, dict[str, int]], totals: dict[str, int], ratio: float,
-              across: list[dict[str, Any]]) -> list[str]:
+              across: list[dict[str, Any]], copies: dict[str, Any]) -> list[str]:
     out = []
     if ratio >= 1.5 and totals:
         big = max(totals, key=totals.get)  # type: ignore[arg-type]
@@ -255,7 +319,9 @@ def _warnings(ds: Dataset, counts: dict[str, dict[str, int]], totals: dict[str, 
             if absent:
                 label = "validation" if s == "val" else "test"
                 out.append(f"The {label} split has no images of: {', '.join(absent)}.")
-    if across:
+    if copies["val_in_train"] or copies["test_in_train"]:
+        out.append(copies["sentence"])  # exact copies are near-copies too: one warning, not two
+    elif across:
         out.append(
             f"{len(across)} picture(s) appear in more than one split (leakage): test scores will look better "
             "than they are; remove the copies."

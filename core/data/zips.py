@@ -37,11 +37,15 @@ def extract_zip(zip_path: Path | str, home: Path | str | None = None) -> Path:
     try:
         with zipfile.ZipFile(zip_path) as zf:
             members = _safe_members(zf, zip_path.name)
+            inner = _inner_zips(zf)
+            if not members and inner:
+                raise UserError(_inner_zip_sentence(inner))
             tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             try:
                 _extract_members(zf, members, tmp)
-                (tmp / ".complete").write_text(json.dumps({"zip": zip_path.name, "files": len(members)}))
+                (tmp / ".complete").write_text(json.dumps({"zip": zip_path.name, "files": len(members),
+                                                                 "inner_zips": inner}))
                 if target.exists():  # a half-finished earlier attempt
                     shutil.rmtree(target, ignore_errors=True)
                 os.replace(tmp, target)
@@ -57,6 +61,32 @@ def extract_zip(zip_path: Path | str, home: Path | str | None = None) -> Path:
             return target
         raise UserError(f"'{zip_path.name}' could not be extracted ({err.strerror or err}).") from None
     return target
+
+
+def zips_inside(target: Path | str) -> list[str]:
+    """The names of the zips an extracted zip held (they are not opened), from its ``.complete`` record."""
+    try:
+        return list(json.loads((Path(target) / ".complete").read_text()).get("inner_zips", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _inner_zips(zf: zipfile.ZipFile) -> list[str]:
+    """File names of the zips inside a zip (hidden and ``__MACOSX`` entries ignored)."""
+    names = []
+    for info in zf.infolist():
+        parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+        if parts and not info.is_dir() and parts[-1].lower().endswith(".zip") \
+                and not any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            names.append(parts[-1])
+    return sorted(dict.fromkeys(names))
+
+
+def _inner_zip_sentence(inner: list[str]) -> str:
+    if len(inner) == 1:
+        return f"This zip holds another zip ({inner[0]}): unzip it once, or upload {inner[0]}."
+    shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
+    return f"This zip holds other zips ({shown}) but no pictures: unzip it once, or upload one of them."
 
 
 def _file_hash(path: Path) -> str:

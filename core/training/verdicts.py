@@ -407,7 +407,8 @@ def gap_verdict(val_accuracy: float | None, test_accuracy: float | None, n_val: 
     """A sentence when validation and test accuracy differ by more than a few points, with the likely reasons.
 
     ``facts`` (all optional): ``test_from_folder`` (the dataset brought its own test pictures),
-    ``near_copies_in_test`` (test pictures that are near-copies of training ones), ``near_copies_set_aside``.
+    ``near_copies_in_test`` / ``near_copies_in_val`` (pictures there that are copies or near-copies of
+    training ones; None or absent: not looked for), ``near_copies_set_aside``.
     """
     if val_accuracy is None or test_accuracy is None or n_val <= 0 or n_test <= 0:
         return None
@@ -428,10 +429,11 @@ def gap_verdict(val_accuracy: float | None, test_accuracy: float | None, n_val: 
             f"pictures) differ by {abs(test - val) * 100:.0f} points, more than chance alone gives with this many "
             f"pictures (up to about {noise * 100:.0f}).")
     reasons: list[str] = []
-    copies = facts.get("near_copies_in_test")
-    if test > val and copies:
-        reasons.append(f"{int(copies)} test picture{'s are' if copies > 1 else ' is'} near-copies of training "
-                       "pictures, which the model has in effect already seen")
+    copies = facts.get("near_copies_in_test" if test > val else "near_copies_in_val")
+    if copies:
+        where = "test" if test > val else "validation"
+        reasons.append(f"{int(copies)} {where} picture{'s are' if copies > 1 else ' is'} copies or near-copies of "
+                       "training pictures, which the model has in effect already seen")
     elif copies is None:
         reasons.append(f"the {'test' if test > val else 'validation'} pictures may include near-copies of training "
                        "pictures (the same photo cropped, resized or saved again), which flatter a score and which "

@@ -98,3 +98,53 @@ def test_split_settings_are_used_for_the_report_and_the_train_page(app_home: Pat
     assert not at.exception
     assert at.selectbox(key="train_data").value == "builtin:digits"
     assert "at most 20 images a class" in texts(at)
+
+
+def split_folders(root: Path, names: tuple[str, str]) -> Path:
+    """Two folders holding the same cat/dog class folders (the first one larger)."""
+    for n, (name, count) in enumerate(zip(names, (6, 3))):
+        for i in range(count):
+            for c, base in (("cat", (200, 40, 10)), ("dog", (10, 40, 200))):
+                folder = root / name / c
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{c}{n}{i}.png").write_bytes(png((base[0], 30 * i + n, base[2])))
+    return root
+
+
+def test_split_folders_with_any_names_are_read_as_splits_and_the_choice_is_offered(app_home: Path) -> None:
+    root = split_folders(app_home / "pets", ("set_a", "set_b"))
+    at = make_app(page=DATA)
+    at.run()
+    at.segmented_control(key="data_mode").set_value("Folder or zip on this computer").run()
+    at.text_input(key="data_path").set_value(str(root)).run()
+    assert not at.exception and not at.error
+    assert metric(at, "Classes") == "2"
+    shown = texts(at)
+    assert "**cat**" in shown and "**set_a**" not in shown  # sample rows: one per class
+    assert "set_a for training (the largest" in shown and "set_a: training · set_b: test" in shown
+    assert "set_a and set_b were taken for training and test sets" in at.warning[0].value
+    (radio,) = at.radio
+    assert list(radio.options) == ["set_a for training, set_b for testing", "set_a and set_b as classes"]
+    radio.set_value(1).run()
+    assert not at.exception
+    assert at.text_input(key="data_path").value == str(root)  # the typed path, never a query string
+    assert metric(at, "Classes") == "2" and "**set_a**" in texts(at) and "layout=" not in texts(at)
+    assert at.query_params.get("data") in (f"{root}?layout=classes", [f"{root}?layout=classes"])
+    assert "every folder read as a class" in at.success[0].value
+    # back to the automatic reading
+    at.radio[0].set_value(0).run()
+    assert metric(at, "Classes") == "2"
+    assert at.query_params.get("data") in (str(root), [str(root)])
+
+
+def test_a_zip_holding_a_zip_is_one_sentence(app_home: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("inner.zip", class_zip())
+    at = make_app(page=DATA)
+    at.run()
+    at.segmented_control(key="data_mode").set_value("Upload a zip").run()
+    at.get("file_uploader")[0].upload("outer.zip", buf.getvalue(), "application/zip")
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["This zip holds another zip (inner.zip): unzip it once, or upload inner.zip."]

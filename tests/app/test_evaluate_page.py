@@ -226,7 +226,7 @@ def test_validation_and_test_that_disagree_are_explained(runs, home: Path, monke
     src, (run_a, _) = runs
     monkeypatch.setenv("CNNLAB_HOME", str(home))
     test_acc = RunStore(src).get(run_a).result["accuracy"]
-    split = {"sizes": {"train": 3000, "val": 1000, "test": 1000}, "test_from_folder": True, "near_copies_in_test": 0}
+    split = {"sizes": {"train": 3000, "val": 1000, "test": 1000}, "test_from_folder": True, "near_copies_in_val": 0}
     gap = copy_run(src, run_a, home, BASE.replace(name="gap"),
                    {"split": split, "val_accuracy": min(test_acc + 0.3, 1.0)})
     at = open_evaluate(gap)
