@@ -1,7 +1,7 @@
 """Benchmark 6: time from Start to visible train/validation divergence for the overfitting demo preset.
 
 Starts the demo run through ``TrainingManager.start`` (what the Train page's button does) and polls its
-snapshot like the page's fragment; the divergence is visible when ``core.training.curves.overfitting_onset``
+snapshot like the page's fragment; the divergence is visible when ``core.training.verdicts.read_curves``
 reports overfitting on the live history (what the chart marks).
 """
 
@@ -21,7 +21,7 @@ TITLE = "Overfitting demo: Start to visible train/validation divergence"
 
 def run() -> dict:
     from core.store.runs import RunStore
-    from core.training.curves import overfitting_onset
+    from core.training.verdicts import read_curves
     from core.training.experiments.demo import demo_config
     from core.training.manager import TrainingManager
 
@@ -35,7 +35,7 @@ def run() -> dict:
         snap = manager.snapshot(run_id)
         if snap.epoch >= 1 and first_epoch_at is None:
             first_epoch_at = time.perf_counter() - t0
-        onset = overfitting_onset(snap.history)
+        onset = read_curves(snap.history).onset
         if onset is not None and onset.overfitting:
             seen_at = time.perf_counter() - t0
             break
@@ -50,7 +50,7 @@ def run() -> dict:
                       f"(status {snap.status}, {snap.epoch} epochs)")
     rows = [
         row("Start -> first epoch on the chart", "time", f"{first_epoch_at:.1f}", "s"),
-        row("Start -> divergence marked (overfitting_onset)", "time", f"{seen_at:.1f}", "s"),
+        row("Start -> divergence marked (read_curves)", "time", f"{seen_at:.1f}", "s"),
         row("divergence", "best epoch / epochs done when seen", f"{onset.best_epoch} / {snap.epoch}"),
     ]
     return result(6, TITLE, rows=rows, targets=[

@@ -157,6 +157,9 @@ def _report_run(args: argparse.Namespace, summary: dict[str, Any], headline: str
             + (f" - test accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}" if test else "")
             + (f" ({summary['message']})" if summary.get("message") else "")
         )
+        for verdict in summary.get("verdicts") or []:
+            if verdict["kind"] != "learning":
+                print(f"  {verdict['sentence']} {verdict['advice']}".rstrip())
     return 0 if summary["status"] == "finished" else 1
 
 

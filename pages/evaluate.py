@@ -46,6 +46,7 @@ from ui.gallery import (
     image_grid,
 )
 from ui.repro import repro_section
+from ui.verdicts import show_run_warnings, snapshot_reading
 
 MAX_TABLE_ROWS = 1000  # thumbnails are drawn for at most this many rows at once
 TEST_VIEW = "Test set (final model)"
@@ -320,21 +321,19 @@ def per_class_section(data: RunData, view: View) -> None:
 
 
 def curves_section(data: RunData, view: View) -> None:
-    """The training curves with the overfitting onset, and the rewind epoch marked."""
+    """The training curves with the overfitting onset and the verdict on them, and the rewind epoch marked."""
     from core.plots.training import training_curves
-    from core.training.curves import overfitting_onset
 
     snap = get_manager().snapshot(data.run_id)
-    history = dict(snap.history) if snap is not None else {}
-    if not history.get("loss"):
+    if snap is None or not snap.history.get("loss"):
         st.info("This run recorded no training history.")
         return
-    onset = overfitting_onset(history)
-    fig = training_curves(history, getattr(snap, "batch_history", None), onset=onset, epoch_marker=view.epoch,
+    reading = snapshot_reading(snap)
+    fig = training_curves(snap.history, snap.batch_history, onset=reading.onset, epoch_marker=view.epoch,
                           teacher_mode=teacher_mode())
     st.plotly_chart(fig, key="eval_curves")
-    if onset is not None:
-        explain(onset.sentence)
+    for verdict in reading.verdicts:
+        explain(verdict.sentence + (f" {verdict.advice}" if verdict.advice else ""))
     explain("Training curves: blue is how the model does on the images it learns from, orange on images it never "
             "trained on." + (f" The dotted line marks epoch {view.epoch}, the one shown above." if view.epoch else ""))
 
@@ -504,6 +503,8 @@ def main() -> None:
     header(data)
     view = choose_view(data)
     metric_cards(view)
+    if view.epoch is None:  # the final model: is it learning at all, do validation and test agree
+        show_run_warnings(get_manager().snapshot(run_id))
     images = SplitImages(data.record.config, view.split, view.preds.files)
     gradcam = gradcam_controls("eval")
     names = ["Confusion matrix", "Mistakes", "Per class", "Training curves", "Every prediction", "Export"]

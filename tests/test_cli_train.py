@@ -37,6 +37,11 @@ def test_train_json_then_runs_evaluate_predict(home: Path, tmp_path: Path, capsy
     assert test["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     assert summary["timing"]["fit_seconds"] > 0 and summary["timing"]["train_images_per_second"] > 0
     assert summary["params"]["total"] == summary["params"]["trainable"] + summary["params"]["non_trainable"] > 0
+    split = summary["split"]
+    assert split["sizes"]["test"] == test["n_images"] and sum(split["sizes"].values()) == 200  # 20 a class
+    assert split["origin"] == {"val": "random", "test": "random"} and split["test_from_folder"] is False
+    assert sum(split["train_class_counts"]) == split["sizes"]["train"] and len(split["hash"]) == 64
+    assert summary["verdicts"] and all(set(v) == {"kind", "epoch", "sentence", "advice"} for v in summary["verdicts"])
     run_id = summary["run_id"]
 
     code, out, _ = _run(capsys, ["runs", "--json", "--home", str(home)])
@@ -57,6 +62,22 @@ def test_train_json_then_runs_evaluate_predict(home: Path, tmp_path: Path, capsy
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert {t["label"] for t in rows[0]["top"]} <= set(summary["classes"])
     assert "error" in rows[1]
+
+
+@pytest.mark.slow
+def test_a_collapsed_run_reports_not_learning_in_its_json_and_its_text(home: Path, capsys: pytest.CaptureFixture) -> None:
+    """A learning rate of 1.0 throws the tiny CNN to one answer for every picture (recorded: test accuracy 10 %)."""
+    collapse = ["train", "--data", "builtin:digits", "--model", "tiny", "--epochs", "5", "--limit-per-class", "40",
+                "--image-size", "12", "--batch-size", "10", "--seed", "0", "--lr", "1.0", "--home", str(home)]
+    code, out, _ = _run(capsys, [*collapse, "--json"])
+    summary = json.loads(out)
+    majority = max(summary["split"]["train_class_counts"]) / summary["split"]["sizes"]["train"]
+    assert code == 0 and summary["test"]["accuracy"] <= majority + 0.05
+    verdict = summary["verdicts"][0]
+    assert verdict["kind"] == "not_learning" and "is not learning" in verdict["sentence"]
+    assert "learning rate 10 times lower (0.1 instead of 1)" in verdict["advice"]
+    code, out, _ = _run(capsys, [*collapse, "--quiet"])
+    assert code == 0 and "the model is not learning" in out
 
 
 def test_unknown_run_is_one_sentence(home: Path, capsys: pytest.CaptureFixture) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.plots.data import pixel_histogram_chart, size_chart, split_counts_chart
 from core.plots.style import downsample
 from core.plots.training import learning_rate_chart, training_curves
-from core.training.curves import overfitting_onset
+from core.training.verdicts import Onset
 
 HISTORY = {
     "loss": [1.0, 0.6, 0.3, 0.1],
@@ -46,7 +46,7 @@ def test_batch_points_are_downsampled() -> None:
 
 
 def test_onset_is_marked_with_a_line_and_a_region() -> None:
-    onset = overfitting_onset(HISTORY)
+    onset = Onset(best_epoch=2, best_val_loss=0.7, region=(2, 4), overfitting=True)
     fig = training_curves(HISTORY, onset=onset)
     shapes = fig.layout.shapes
     assert any(s.type == "rect" and s.x0 == 2 and s.x1 == 4 for s in shapes)

@@ -1,4 +1,4 @@
-"""The Train page's live panel of one run: header, Stop, progress, curves with the overfitting onset, outcome.
+"""The Train page's live panel of one run: header, Stop, progress, curves with their verdicts, outcome.
 
 The render functions take a ``RunSnapshot`` and nothing else from the engine, so tests call them with
 a canned snapshot; the page's one polling fragment (``ui.train_live``) calls them once a second.
@@ -12,7 +12,6 @@ from typing import Any, Sequence
 import streamlit as st
 
 from core.plots.training import learning_rate_chart, training_curves
-from core.training.curves import overfitting_onset
 from ui.common import (
     explain,
     format_duration,
@@ -23,6 +22,7 @@ from ui.common import (
     user_errors,
 )
 from ui.engine import get_manager, session_owner
+from ui.verdicts import show_reading, snapshot_reading
 
 STATUS_WORDS = {
     "queued": "waiting in the queue",
@@ -92,9 +92,9 @@ def render_progress(snap: Any, compact: bool = False) -> None:
 
 
 def render_curves(snap: Any, teacher: bool, key: str) -> None:
-    """Loss and accuracy curves (train vs validation) with the overfitting onset and its sentence."""
-    onset = overfitting_onset(snap.history)
-    fig = training_curves(snap.history, snap.batch_history, onset=onset, teacher_mode=teacher)
+    """Loss and accuracy curves (train vs validation) with the overfitting onset, and the verdicts in sentences."""
+    reading = snapshot_reading(snap)
+    fig = training_curves(snap.history, snap.batch_history, onset=reading.onset, teacher_mode=teacher)
     st.plotly_chart(fig, key=f"train_curves_{key}", config={"displaylogo": False})
     explain(
         "Solid blue: training (images the model learns from); dashed orange: validation (images it never "
@@ -102,12 +102,11 @@ def render_curves(snap: Any, teacher: bool, key: str) -> None:
         teacher="Blue: how well it does on the pictures it studies. Orange: on new pictures. "
         "When blue keeps getting better but orange gets worse, it is memorising.",
     )
-    if onset is None:
-        st.caption("The overfitting check starts once the first epoch's validation loss is in.")
-    elif onset.overfitting:
-        st.warning(onset.sentence, icon=":material/trending_up:")
-    else:
-        st.info(onset.sentence, icon=":material/check_circle:")
+    if not snap.history.get("loss"):
+        st.caption("The verdicts on the curves (learning? overfitting?) start once the first epoch is in.")
+    elif reading.onset is None:
+        st.caption("This run has no validation pictures, so whether it overfits cannot be checked.")
+    show_reading(reading)
 
 
 def render_learning_rate(snap: Any, teacher: bool, key: str) -> None:

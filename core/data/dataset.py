@@ -83,6 +83,8 @@ class Dataset:
     copy_units: dict[str, str] = field(default_factory=dict)   # item key -> its near-copy group's key
     copies_across: dict[str, int] = field(default_factory=dict)  # val/test pictures that copy a training one
     layout: dict[str, Any] | None = None        # how a folder's sub-folders were read (core.data.layouts)
+    origins: dict[str, str] = field(default_factory=dict)      # "val"/"test": a core.data.splits.ORIGINS key
+    copies_set_aside: int = 0                   # val/test copies of earlier pictures set aside (drop_duplicates)
 
     @property
     def num_classes(self) -> int:

@@ -12,6 +12,7 @@ import hashlib
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +38,12 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig, cache_dir: Path | None =
     if cfg.limit_per_class is not None:
         parts = _limit_per_class(parts, cfg.limit_per_class, cfg.seed)
         notes.append(f"At most {cfg.limit_per_class} images per class are used.")
-    splits = _make_splits(parts, cfg, notes, split_units)
+    origins: dict[str, str] = {}
+    splits = _make_splits(parts, cfg, notes, split_units, origins)
+    before = {name: len(part) for name, part in splits.items() if part is not None}
     if cfg.drop_duplicates:
         splits = _drop_leaked_copies(splits, units, notes)
+    set_aside = sum(n - len(splits[name]) for name, n in before.items() if splits.get(name) is not None)
     copies = _copies_across(splits, units)
     if cfg.train_fraction < 1.0:
         keep = _per_class_sample(splits["train"].labels, cfg.train_fraction, [cfg.seed, 101])
@@ -59,6 +63,8 @@ def finalise(pool: Pool, source: str, cfg: SplitConfig, cache_dir: Path | None =
         root=pool.root,
         notes=notes,
         layout=pool.layout,
+        origins=origins,
+        copies_set_aside=set_aside,
     )
     ds.copy_units = units
     ds.copies_across = copies
@@ -96,26 +102,33 @@ def _units(part: Split, units: dict[str, str]) -> list[str]:
     return [units.get(k, k) for k in item_keys(part)]
 
 
-def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str],
-                 units: dict[str, str]) -> dict[str, Split]:
-    """Train/val/test from what the source gave: split it all, or carve the missing split from train."""
+def _make_splits(parts: dict[str, Split], cfg: SplitConfig, notes: list[str], units: dict[str, str],
+                 origins: dict[str, str]) -> dict[str, Split]:
+    """Train/val/test from what the source gave: split it all, or carve the missing split from train.
+
+    ``origins`` gets where validation and test came from (the ``ORIGINS`` keys).
+    """
     given = {k for k, v in parts.items() if len(v)}
     if "train" not in parts and "all" not in parts:
         raise UserError("The dataset has validation/test images but no training images (a 'train' folder).")
     if given <= {"all"} or given <= {"train"}:
         pool = parts.get("all") or parts["train"]
         tr, va, te = _stratified(pool.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, _units(pool, units))
+        origins.update(val="random", test="random")
         return {"train": pool.subset(tr), "val": pool.subset(va), "test": pool.subset(te)}
     train = parts["train"]
     out = {"train": train, "val": parts.get("val"), "test": parts.get("test")}
+    origins.update(val="source", test="source")
     if out["val"] is None or not len(out["val"]):
         tr, va, _ = _stratified(train.labels, cfg.val_fraction, 0.0, cfg.seed, _units(train, units))
         out["train"], out["val"] = train.subset(tr), train.subset(va)
+        origins["val"] = "from_train"
         notes.append(f"The source has no validation split: {cfg.val_fraction:.0%} of its training images are used.")
     if out["test"] is None or not len(out["test"]):
         tr, te, _ = _stratified(out["train"].labels, cfg.test_fraction, 0.0, cfg.seed + 1, _units(out["train"], units))
         base = out["train"]
         out["train"], out["test"] = base.subset(tr), base.subset(te)
+        origins["test"] = "from_train"
         notes.append(f"The source has no test split: {cfg.test_fraction:.0%} of its training images are used.")
     return out  # type: ignore[return-value]
 
@@ -241,6 +254,33 @@ def _add_label_noise(train: Split, noise: float, n_classes: int, seed: int) -> S
     labels[idx] = (labels[idx] + rng.integers(1, n_classes, size=len(idx))) % n_classes
     out = replace(train, labels=labels, original_labels=train.labels.copy())
     return out
+
+
+ORIGINS = {
+    "random": "a seeded random share of all the pictures, the same share of every class",
+    "source": "the dataset's own split (its own folder, or the set it comes with)",
+    "from_train": "a seeded random share of the dataset's training pictures, the same share of every class",
+}
+
+
+def split_facts(ds: Dataset) -> dict[str, Any]:
+    """The split a run used, as plain JSON: sizes, the split hash, where validation and test came from.
+
+    ``{"sizes": {"train", "val", "test"}, "hash", "origin": {"val", "test"} (ORIGINS keys), "test_from_folder",
+    "train_class_counts", "near_copies_in_val", "near_copies_in_test" (copies or near-copies of an earlier
+    split's pictures left in that split), "near_copies_set_aside" (taken out of val/test by drop_duplicates)}``.
+    """
+    counts = np.bincount(ds.splits["train"].labels, minlength=len(ds.class_names)).tolist()
+    return {
+        "sizes": {name: len(ds.splits[name]) if ds.splits.get(name) is not None else 0 for name in SPLIT_NAMES},
+        "hash": ds.split_hash,
+        "origin": dict(ds.origins),
+        "test_from_folder": ds.origins.get("test") == "source",
+        "train_class_counts": [int(c) for c in counts],
+        "near_copies_in_val": int(ds.copies_across.get("val", 0)),
+        "near_copies_in_test": int(ds.copies_across.get("test", 0)),
+        "near_copies_set_aside": int(ds.copies_set_aside),
+    }
 
 
 def split_hash(ds: Dataset) -> str:

@@ -17,7 +17,7 @@ from core.plots.style import (
     downsample,
     line_width,
 )
-from core.training.curves import Onset
+from core.training.verdicts import Onset
 
 
 def _epochs(values: Sequence[float] | None) -> tuple[list[int], list[float | None]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data.splits import split_facts
 from core.errors import UserError
 from core.models.runtime import fit_session
 from core.store.files import atomic_path, atomic_write_json
@@ -22,6 +23,7 @@ from core.store.runs import RunStore
 from core.training import checkpoint, fitting
 from core.training.memory import check_training_memory
 from core.training.results import evaluation_split, record_result
+from core.training.verdicts import kept_val_accuracy
 from core.training.snapshot import HISTORY_KEYS, LiveRun, ProgressCallback, nan_if_none
 
 BATCH_THROTTLE_SECONDS = 1.0
@@ -69,6 +71,7 @@ class Job:
         self.resume: checkpoint.ResumePlan | None = live.resume
         self.phase, self.fine_tune_start = "main", None
         self.split_hash = ""
+        self.split_facts: dict[str, Any] = {}
         self.channels = 3
         self.checkpoint_state: checkpoint.CheckpointState | None = None
         self.resumed_callbacks: list | None = None
@@ -270,6 +273,8 @@ class Job:
         cfg = self.config
         ds = self.resume.dataset if self.resume is not None else load_dataset(cfg.data, cfg.split, home=self.store.home)
         self.split_hash, self.channels = ds.split_hash, ds.channels
+        self.split_facts = split_facts(ds)
+        self.live.update(split=self.split_facts)
         train, val, test = ds.splits["train"], ds.splits.get("val"), ds.splits.get("test")
         if len(train) == 0:
             raise UserError("The training split has no images: add images or lower the validation and test shares.")
@@ -430,7 +435,8 @@ class Job:
         rate = self.train_images / self.train_seconds if self.train_seconds > 0 else None
         result = record_result(
             self.store, self.run_id, split, split_name, probs, self.class_names, best_epoch=self.best_epoch,
-            epochs_completed=self.live.epoch, params=params, split_hash=ds.split_hash,
+            epochs_completed=self.live.epoch, params=params, split_hash=ds.split_hash, split=self.split_facts,
+            val_accuracy=kept_val_accuracy({"val_accuracy": list(self.live.history["val_accuracy"])}, self.kept_epoch),
             timing={"fit_seconds": round(self.fit_seconds, 3),
                     "train_images_per_second": round(rate, 1) if rate is not None else None})
         self.live.update(result=result)

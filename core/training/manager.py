@@ -21,6 +21,7 @@ from core.errors import UserError
 from core.store.runs import RunStore
 from core.training import checkpoint
 from core.training.job import Job
+from core.training.verdicts import run_verdicts
 from core.training.snapshot import (
     HISTORY_KEYS,
     LiveRun,
@@ -282,8 +283,13 @@ def _resumed_live(store: RunStore, plan: checkpoint.ResumePlan) -> LiveRun:
 
 
 def run_summary(snap: RunSnapshot) -> dict[str, Any]:
-    """``{run_id, status, message, classes, history, test, timing, params}`` for a finished snapshot."""
+    """``{run_id, status, message, classes, history, test, timing, params, best_epoch, split, verdicts}``.
+
+    ``split`` is the dataset split the run used (``core.data.splits.split_facts``), ``verdicts`` what
+    ``core.training.verdicts.run_verdicts`` says about the run (``{kind, epoch, sentence, advice}`` each).
+    """
     result = snap.result or {}
+    split = result.get("split") or snap.split
     test_keys = ("accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1", "loss",
                  "n_images", "evaluated_on", "per_class", "confusion_matrix")
     return {
@@ -296,4 +302,6 @@ def run_summary(snap: RunSnapshot) -> dict[str, Any]:
         "timing": result.get("timing", {}),
         "params": result.get("params", {}),
         "best_epoch": result.get("best_epoch"),
+        "split": split,
+        "verdicts": [v.to_dict() for v in run_verdicts(snap.history, split, result)],
     }

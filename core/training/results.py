@@ -16,6 +16,7 @@ from core.store.files import atomic_path, atomic_write_json
 from core.store.runs import ACTIVE_STATUSES, RunStore
 from core.training import checkpoint
 from core.training.fitting import file_names
+from core.training.verdicts import kept_val_accuracy
 
 
 def evaluation_split(ds: Any) -> tuple[Any | None, str]:
@@ -27,15 +28,19 @@ def evaluation_split(ds: Any) -> tuple[Any | None, str]:
     return None, ""
 
 
-def record_result(store: RunStore, run_id: str, split: Any, split_name: str, probs: np.ndarray,
+def record_result(store: RunStore, run_id: str, evaluated: Any, split_name: str, probs: np.ndarray,
                   class_names: list[str], **extra: Any) -> dict[str, Any]:
-    """Write ``predictions.npz`` and ``result.json`` and store the result; returns it (metrics + ``extra``)."""
+    """Write ``predictions.npz`` and ``result.json`` and store the result; returns it (metrics + ``extra``).
+
+    ``evaluated`` is the Split the model was scored on; ``extra`` holds ``split`` (the run's split facts).
+    """
     from core.explain.metrics import classification_metrics
 
     folder = store.run_dir(run_id)
-    labels = np.asarray(split.labels, dtype=np.int64)
+    labels = np.asarray(evaluated.labels, dtype=np.int64)
     with atomic_path(folder / "predictions.npz") as tmp:
-        np.savez(tmp, probs=np.asarray(probs, np.float32), labels=labels, files=np.array(file_names(split), dtype=str))
+        np.savez(tmp, probs=np.asarray(probs, np.float32), labels=labels,
+                 files=np.array(file_names(evaluated), dtype=str))
     result = {**classification_metrics(labels, probs, class_names), "evaluated_on": split_name, **extra,
               "classes": list(class_names)}
     atomic_write_json(folder / "result.json", result)
@@ -47,6 +52,7 @@ def evaluate_unfinished(store: RunStore, run_id: str) -> dict[str, Any]:
     """The result of a run that ended without one, computed now from its checkpoint's kept model."""
     from core.data.pipeline import make_tf_dataset
     from core.data.sources import load_dataset
+    from core.data.splits import split_facts
     from core.models.registry import count_params
     from core.models.runtime import load_model_file
     from core.training.callbacks import predict_probs
@@ -82,6 +88,9 @@ def evaluate_unfinished(store: RunStore, run_id: str) -> dict[str, Any]:
     result = record_result(
         store, run_id, split, split_name, probs, list(ds.class_names), best_epoch=state.kept_epoch,
         epochs_completed=state.epoch, from_checkpoint=True, params=count_params(model), split_hash=ds.split_hash,
+        split=split_facts(ds), val_accuracy=kept_val_accuracy({"val_accuracy": [e.get("val_accuracy") for e in
+                                                                               store.epochs(run_id)]},
+                                                              state.kept_epoch),
         timing={"fit_seconds": round(state.fit_seconds, 3),
                 "train_images_per_second": round(rate, 1) if rate is not None else None})
     store.add_event(run_id, "info", f"Evaluated without further training: the model kept at epoch "

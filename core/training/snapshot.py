@@ -40,6 +40,7 @@ class RunSnapshot:
     finished: float | None = None
     group: str = ""
     resume_epoch: int | None = None  # epochs in the run's checkpoint: Resume continues after them (None: cannot)
+    split: dict[str, Any] | None = None  # core.data.splits.split_facts of the run's dataset, once it is loaded
 
     @property
     def active(self) -> bool:
@@ -78,6 +79,7 @@ class LiveRun:
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.batch_history: list[dict[str, float]] = []
         self.result: dict[str, Any] | None = None
+        self.split: dict[str, Any] | None = None
         self.resume: Any = None  # core.training.checkpoint.ResumePlan  # set when this run continues from its checkpoint
 
     def update(self, **changes: Any) -> None:
@@ -97,6 +99,7 @@ class LiveRun:
                 batch_history=[dict(b) for b in self.batch_history],
                 result=dict(self.result) if self.result is not None else None,
                 created=self.created, started=self.started, finished=self.finished, group=self.config.group,
+                split=dict(self.split) if self.split is not None else None,
             )
 
 
@@ -110,6 +113,7 @@ def snapshot_from_record(store: RunStore, record: RunRecord) -> RunSnapshot:
         epoch=len(epochs), epochs_total=epochs_total(record.config), history=history, batch_history=batches,
         result=record.result, created=record.created, started=record.started, finished=record.finished,
         group=record.group, resume_epoch=resume_point(store, record.run_id, record.status, record.message),
+        split=(record.result or {}).get("split"),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -192,6 +193,47 @@ def test_dataset_gone_keeps_the_numbers_and_says_why_no_pictures(runs, home: Pat
     assert not at.error and metric(at, "Accuracy")
     assert images_shown(at) == 0
     assert len(at.warning) == 1 and at.warning[0].value.startswith("The images cannot be shown:")
+
+
+def test_a_run_that_did_not_learn_says_so_above_its_numbers(runs, home: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval_pages_runs import BASE, copy_run
+
+    from core.store.runs import RunStore
+
+    src, (run_a, _) = runs
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    collapsed = json.loads((ROOT / "tests/fixtures/histories/signs-collapsed.json").read_text())
+    split = {"sizes": collapsed["sizes"], "train_class_counts": collapsed["train_class_counts"]}
+    stuck = copy_run(src, run_a, home, BASE.replace(name="stuck"), {"split": split})
+    store = RunStore(home)
+    for epoch, values in enumerate(zip(*(collapsed["history"][k] for k in ("loss", "accuracy", "val_loss",
+                                                                           "val_accuracy"))), 1):
+        store.add_epoch(stuck, epoch, dict(zip(("loss", "accuracy", "val_loss", "val_accuracy"), values)))
+    at = open_evaluate(stuck)
+    warnings = [w.value for w in at.warning]
+    assert any("After 10 epochs the model is not learning" in w and "What to try" in w for w in warnings), warnings
+    assert metric(at, "Accuracy")  # the numbers are still there
+    two_epochs = copy_run(src, run_a, home, BASE.replace(name="two epochs"), {"split": split})
+    assert not any("not learning" in w.value for w in open_evaluate(two_epochs).warning)
+
+
+def test_validation_and_test_that_disagree_are_explained(runs, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval_pages_runs import BASE, copy_run
+
+    from core.store.runs import RunStore
+
+    src, (run_a, _) = runs
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    test_acc = RunStore(src).get(run_a).result["accuracy"]
+    split = {"sizes": {"train": 3000, "val": 1000, "test": 1000}, "test_from_folder": True, "near_copies_in_val": 0}
+    gap = copy_run(src, run_a, home, BASE.replace(name="gap"),
+                   {"split": split, "val_accuracy": min(test_acc + 0.3, 1.0)})
+    at = open_evaluate(gap)
+    text = " ".join(w.value.split("What to try")[0] for w in at.warning)  # the sentence, not the advice
+    assert "differ by" in text and "own test folder" in text and "near-copies" not in text
+    agree = copy_run(src, run_a, home, BASE.replace(name="agree"), {"split": split, "val_accuracy": test_acc})
+    assert not any("differ by" in w.value for w in open_evaluate(agree).warning)
 
 
 def test_no_runs_yet_points_to_train(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,8 +116,13 @@ def test_second_tab_without_a_run_attaches_to_the_active_one(app_home: Path) -> 
 # ---------------------------------------------------------------- the fragment's renders, canned snapshots
 
 
-def _render_canned(status: str, root: str) -> None:
-    """Runs inside AppTest: render one canned RunSnapshot with the live panel's render function."""
+def _render_canned(status: str, root: str, collapsed: bool = False) -> None:
+    """Runs inside AppTest: render one canned RunSnapshot with the live panel's render function.
+
+    ``collapsed``: a run stuck at guessing level (10 even classes), from the recorded signs-collapsed run.
+    """
+    import json
+    from pathlib import Path
     import sys
 
     sys.path.insert(0, root)
@@ -126,30 +131,35 @@ def _render_canned(status: str, root: str) -> None:
     from ui.train_panel import render_run
 
     history = {
-        "loss": [1.0, 0.6, 0.3, 0.1, 0.05],
-        "val_loss": [1.0, 0.7, 0.6, 0.8, 1.1],
-        "accuracy": [0.4, 0.7, 0.85, 0.95, 0.99],
-        "val_accuracy": [0.4, 0.6, 0.7, 0.68, 0.66],
-        "lr": [1e-3] * 5,
+        "loss": [1.0, 0.6, 0.3, 0.1, 0.05, 0.03],
+        "val_loss": [1.0, 0.7, 0.6, 0.8, 1.1, 1.3],
+        "accuracy": [0.4, 0.7, 0.85, 0.95, 0.99, 0.995],
+        "val_accuracy": [0.4, 0.6, 0.7, 0.68, 0.66, 0.64],
+        "lr": [1e-3] * 6,
     }
+    split = None
+    if collapsed:
+        recorded = json.loads((Path(root) / "tests/fixtures/histories/signs-collapsed.json").read_text())
+        history = {k: v[:6] for k, v in recorded["history"].items()}
+        split = {"sizes": recorded["sizes"], "train_class_counts": recorded["train_class_counts"]}
     batches = [{"x": i / 10, "loss": 1.0 - i / 60, "accuracy": i / 60} for i in range(1, 56)]
     result = {"accuracy": 0.6875, "macro_f1": 0.61, "timing": {"fit_seconds": 12.0}}
     snap = RunSnapshot(
         run_id="canned-run", name="canned", status=status,
         message="The loss became NaN in epoch 6." if status == "failed" else None,
-        config=TrainConfig(data="builtin:digits"), epoch=5, epochs_total=10, batch=7, batches_per_epoch=20,
+        config=TrainConfig(data="builtin:digits"), epoch=6, epochs_total=10, batch=7, batches_per_epoch=20,
         images_per_second=512.0, eta_seconds=95.0, history=history, batch_history=batches,
-        result=result if status == "finished" else None, created=1.0, started=1.0, finished=None,
+        result=result if status == "finished" else None, created=1.0, started=1.0, finished=None, split=split,
     )
     render_run(snap, teacher=False, key="canned")
 
 
-def canned(status: str):
+def canned(status: str, collapsed: bool = False):
     from streamlit.testing.v1 import AppTest
 
     from tests.app.conftest import ROOT
 
-    at = AppTest.from_function(_render_canned, args=(status, str(ROOT)), default_timeout=TIMEOUT)
+    at = AppTest.from_function(_render_canned, args=(status, str(ROOT), collapsed), default_timeout=TIMEOUT)
     at.run()
     return at
 
@@ -159,12 +169,22 @@ def test_render_of_a_running_snapshot_shows_progress_curves_onset_and_stop(app_h
     assert not at.exception
     assert [b.label for b in at.button] == ["Stop"]
     progress = at.get("progress")[0].proto
-    assert abs(progress.value - round(100 * (5 + 7 / 20) / 10)) <= 1 and "epoch 6 of 10 · batch 7 of 20" in progress.text
+    assert abs(progress.value - round(100 * (6 + 7 / 20) / 10)) <= 1 and "epoch 7 of 10 · batch 7 of 20" in progress.text
     assert metric(at, "Images per second") == "512"
     assert metric(at, "Time left") == "1 min 35 s"
     assert metric(at, "Best validation accuracy") == "70.0%"
     assert len(at.get("plotly_chart")) == 2  # the curves and the learning rate
     assert any("From epoch 3 on the model overfits" in w.value for w in at.warning)
+    assert not any("not learning" in w.value for w in at.warning)
+
+
+def test_live_panel_says_a_run_stuck_at_guessing_level_is_not_learning_with_what_to_try(app_home: Path) -> None:
+    at = canned("running", collapsed=True)
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("After 6 epochs the model is not learning" in w and "learning rate 10 times lower" in w
+               and "transfer model" in w for w in warnings), warnings
+    assert not any("overfit" in w for w in warnings)
 
 
 def test_render_of_finished_and_failed_snapshots(app_home: Path) -> None:
