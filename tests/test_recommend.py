@@ -58,6 +58,14 @@ def test_the_model_family_follows_what_the_images_are(facts: DatasetFacts, kind:
     assert recommend(facts).kind == kind
 
 
+def test_small_photos_are_enlarged_to_160_px_and_larger_ones_to_224() -> None:
+    cifar = DatasetFacts("/cifar", 10, 4250, 425, 32, 3, 1.0, 1.0)
+    assert recommend(cifar).changes["image_size"] == 160
+    assert "small (32 px)" in recommend(cifar).choice("image_size").sentence
+    assert recommend(PHOTOS).changes["image_size"] == 224
+    assert "enlarged 2.2×" in recommend(PHOTOS).choice("image_size").sentence
+
+
 def test_many_small_grey_images_get_the_deeper_scratch_cnn() -> None:
     mnist = DatasetFacts("mnist", 10, 51_000, 4_600, 28, 1, 0.0, 1.1)
     config = recommend(mnist).apply(TrainConfig())
