@@ -265,7 +265,7 @@ def test_recommended_block_puts_photos_on_transfer_learning(app_home: Path, tmp_
     from core.training.recommend import TRANSFER_SIZE
     from tests.data_factory import make_class_folder
 
-    folder = make_class_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=10, size=48)
+    folder = make_class_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=10, size=64)
     at = make_app(page=TRAIN, query={"data": str(folder)})
     at.run()
     assert not at.exception
