@@ -70,6 +70,6 @@ def recommended_settings(source: str, split: SplitConfig) -> None:
         st.button("Use these settings", key="train_use_recommended", type="secondary", icon=":material/tune:",
                   on_click=_apply, args=(values,),
                   help="Fills the architecture and settings below; you can still change any of them.")
-        if applied:
-            st.success("The form below uses these settings; change any of them before you press Start.",
-                       icon=":material/check:")
+    if applied:
+        st.success("The form below uses the recommended settings; change any of them before you press Start.",
+                   icon=":material/check:")

@@ -250,7 +250,7 @@ def test_recommended_block_explains_each_choice_and_fills_the_form(app_home: Pat
     for line in ("**Model: tiny (a CNN trained from scratch).**", "**Image size: 16 px.**", "**Early stopping:",
                  "**Augmentation: none.**", f"**Epochs: up to {SCRATCH_EPOCHS}.**"):
         assert line in text
-    assert not [s for s in at.success if "uses these settings" in s.value]
+    assert not [s for s in at.success if "uses the recommended settings" in s.value]
     at.button(key="train_use_recommended").click().run()
     assert not at.exception
     assert at.selectbox(key="train_preset").value == "tiny"
@@ -258,7 +258,7 @@ def test_recommended_block_explains_each_choice_and_fills_the_form(app_home: Pat
     assert at.number_input(key="train_epochs_Preset").value == SCRATCH_EPOCHS
     assert at.number_input(key="train_patience").value == SCRATCH_PATIENCE
     assert not at.error
-    assert [s for s in at.success if "uses these settings" in s.value]
+    assert [s for s in at.success if "uses the recommended settings" in s.value]
 
 
 def test_recommended_block_puts_photos_on_transfer_learning(app_home: Path, tmp_path: Path) -> None:
