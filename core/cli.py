@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", default="adam", choices=["adam", "nadam", "rmsprop", "sgd"])
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--augment", default=None, help="none, light, standard or strong (default none)")
+    p.add_argument("--augment", default=None, help="none, gentle, light, standard or strong (default none)")
     p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="0 = off (the default)")
     p.add_argument("--class-weights", action="store_true", default=None, help="weight classes by their counts")
     p.add_argument("--deterministic", action="store_true", help="deterministic ops (repeatable histories)")

@@ -283,7 +283,7 @@ def _early_stopping(patience: int) -> Choice:
     return Choice(
         "early_stopping", "Early stopping", f"after {patience} epochs without progress, keep the best epoch",
         f"Training stops when the validation loss has not improved for {patience} epochs, and the model of the "
-        "best epoch is kept, so extra epochs can never make the result worse.",
+        "best epoch is kept, not the last one, so the epochs after the best cost time but not quality.",
         {"early_stopping_patience": patience, "early_stopping_monitor": "val_loss", "restore_best": True})
 
 
