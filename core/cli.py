@@ -104,36 +104,88 @@ def _split_config(args: argparse.Namespace):
     )
 
 
+# Flags whose value the recommendation may choose, and the config path each one fixes when given.
+RECOMMENDABLE = {
+    "model": "model.name", "alpha": "model.alpha", "fine_tune_layers": "model.fine_tune_layers",
+    "fine_tune_epochs": "model.fine_tune_epochs", "image_size": "image_size", "epochs": "epochs",
+    "augment": "augment", "early_stopping": "early_stopping_patience", "class_weights": "class_weights",
+    "no_feature_cache": "use_feature_cache",
+}
+TRAIN_DEFAULTS = {"model": "tiny", "alpha": 0.35, "fine_tune_layers": 0, "fine_tune_epochs": 0, "image_size": 32,
+                  "epochs": 10, "augment": "none", "early_stopping": 0, "class_weights": False,
+                  "no_feature_cache": False}
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    return getattr(args, name) is not None
+
+
+def _arg(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name)
+    return TRAIN_DEFAULTS[name] if value is None else value
+
+
 def _train_config(args: argparse.Namespace):
     from core.config import AugmentConfig, ModelSpec, TrainConfig
 
     return TrainConfig(
         data=args.data,
         split=_split_config(args),
-        model=ModelSpec(name=args.model, alpha=args.alpha, fine_tune_layers=args.fine_tune_layers,
-                        fine_tune_epochs=args.fine_tune_epochs),
-        image_size=args.image_size,
+        model=ModelSpec(name=_arg(args, "model"), alpha=_arg(args, "alpha"),
+                        fine_tune_layers=_arg(args, "fine_tune_layers"),
+                        fine_tune_epochs=_arg(args, "fine_tune_epochs")),
+        image_size=_arg(args, "image_size"),
         batch_size=args.batch_size,
-        epochs=args.epochs,
+        epochs=_arg(args, "epochs"),
         optimizer=args.optimizer,
         learning_rate=args.lr,
-        augment=AugmentConfig.preset(args.augment),
-        early_stopping_patience=args.early_stopping,
-        class_weights=args.class_weights,
+        augment=AugmentConfig.preset(_arg(args, "augment")),
+        early_stopping_patience=_arg(args, "early_stopping"),
+        class_weights=_arg(args, "class_weights"),
         seed=args.seed,
         deterministic=args.deterministic,
-        use_feature_cache=not args.no_feature_cache,
+        use_feature_cache=not _arg(args, "no_feature_cache"),
         name=args.name or "",
     )
+
+
+def _wants_recommendation(args: argparse.Namespace) -> bool:
+    """--recommended, or neither a model nor an image size given (the old fixed defaults suit few datasets)."""
+    return bool(args.recommended) or not (_given(args, "model") or _given(args, "image_size"))
+
+
+def _recommended(args: argparse.Namespace, config: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The config with the dataset's recommendation applied under the user's own flags, and what was chosen.
+
+    When the data cannot be read the config is returned as it is: the run then fails with the data's sentence.
+    """
+    from core.training.recommend import recommend_for
+
+    try:
+        rec = recommend_for(config, model=args.model, home=args.home)
+    except UserError:
+        return config, None
+    kept = [name for name in RECOMMENDABLE if _given(args, name)]
+    config = rec.apply(config, keep=[RECOMMENDABLE[name] for name in kept])
+    info = {**rec.to_dict(), "kept_from_flags": ["--" + name.replace("_", "-") for name in kept]}
+    if not args.json:
+        lines = ["Recommended for this dataset" + (f" (your flags win: {', '.join(info['kept_from_flags'])})"
+                                                   if kept else "") + ":"]
+        lines += [f"  {c.label}: {c.value}. {c.sentence}" for c in rec.choices]
+        lines += [f"  Note: {n}" for n in rec.notes]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+    return config, info
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core.training.manager import train_to_completion
 
     store = _store(args)
-    config = _train_config(args)
+    config, recommendation = _train_config(args), None
+    if _wants_recommendation(args):
+        config, recommendation = _recommended(args, config)
     progress = None if args.json or args.quiet else _print_progress
-    summary = train_to_completion(config, store, on_progress=progress)
+    summary = {**train_to_completion(config, store, on_progress=progress), "recommendation": recommendation}
     return _report_run(args, summary, f"run {summary['run_id']}: {summary['status']}")
 
 
@@ -288,20 +340,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "Train a model and evaluate it on the test split.")
     p.add_argument("--data", required=True, help="builtin:NAME, library:ID (see datasets), a folder or a zip")
-    p.add_argument("--model", default="tiny", help="a name from `python -m core models`")
-    p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width (0.35, 0.5, 1.0)")
-    p.add_argument("--fine-tune-layers", type=int, default=0, help="transfer: unfreeze the top N backbone layers")
-    p.add_argument("--fine-tune-epochs", type=int, default=0, help="transfer: epochs of the fine-tuning phase")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--recommended", action="store_true",
+                   help="pick the model, image size, epochs, early stopping and augmentation for this dataset "
+                        "(printed with the reason for each; --json: under 'recommendation'). This is also what "
+                        "happens when neither --model nor --image-size is given. Flags you give still win")
+    p.add_argument("--model", default=None, help="a name from `python -m core models` (without a recommendation: tiny)")
+    p.add_argument("--alpha", type=float, default=None, help="MobileNetV2 width (0.35, 0.5, 1.0; default 0.35)")
+    p.add_argument("--fine-tune-layers", type=int, default=None, help="transfer: unfreeze the top N backbone layers")
+    p.add_argument("--fine-tune-epochs", type=int, default=None, help="transfer: epochs of the fine-tuning phase")
+    p.add_argument("--epochs", type=int, default=None, help="without a recommendation: 10")
+    p.add_argument("--image-size", type=int, default=None, help="without a recommendation: 32")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", default="adam", choices=["adam", "nadam", "rmsprop", "sgd"])
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--augment", default="none", help="none, light, standard or strong")
-    p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE", help="0 = off")
-    p.add_argument("--class-weights", action="store_true", help="weight classes by their counts")
+    p.add_argument("--augment", default=None, help="none, gentle, light, standard or strong (default none)")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="0 = off (the default)")
+    p.add_argument("--class-weights", action="store_true", default=None, help="weight classes by their counts")
     p.add_argument("--deterministic", action="store_true", help="deterministic ops (repeatable histories)")
-    p.add_argument("--no-feature-cache", action="store_true", help="transfer: run the backbone every epoch")
+    p.add_argument("--no-feature-cache", action="store_true", default=None,
+                   help="transfer: run the backbone every epoch")
     p.add_argument("--name", default=None, help="a name for the run")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     add_split(p)

@@ -98,6 +98,8 @@ class SplitConfig(_JsonMixin):
 
 AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
+    # Small turns, zooms and shifts, no flips: safe for digits and letters, where a mirror image changes the class.
+    "gentle": {"rotation": 0.05, "zoom": 0.1, "translation": 0.1},
     "light": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1},
     "standard": {"flip": "horizontal", "rotation": 0.1, "zoom": 0.15, "translation": 0.1, "contrast": 0.1},
     "strong": {

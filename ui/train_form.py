@@ -36,6 +36,7 @@ from ui.common import (
 from ui.data_checks import pretraining_checks
 from ui.engine import get_manager, load_dataset_cached, session_owner
 from ui.library import library_sources
+from ui.train_recommend import recommended_settings
 
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 IMAGE_SIZES = (16, 24, 32, 48, 64, 96, 128, 160, 192, 224)
@@ -322,6 +323,7 @@ def new_run_section(teacher: bool) -> None:
         dataset = load_dataset_cached(source, split)
         explain(f"{len(dataset.class_names)} classes: {', '.join(dataset.class_names[:12])}"
                 + (" …" if len(dataset.class_names) > 12 else "") + f" · {len(dataset.splits['train'])} training images.")
+        recommended_settings(source, split)
         spec, kind = architecture_picker()
         settings = hyper_parameters(kind)
         dims = (settings["image_size"], dataset.channels, len(dataset.class_names))

@@ -15,14 +15,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from core.config import TrainConfig, apply_changes
+from core.config import AUGMENT_PRESETS, TrainConfig, apply_changes
 from core.data.pixels import to_channels
 
 MIN_IMAGES_PER_CLASS = 10   # training images; below this a class is mostly guesswork
 IMBALANCE_RATIO = 1.5       # largest / smallest class in training: above it accuracy hides the small class
 SMALL_IMAGE_FACTOR = 2.0    # the model's input more than this many times the images' side: blown up for nothing
-# Small turns, zooms and shifts, no flips: safe for digits and letters, where a mirror image changes the class.
-FEW_IMAGES_AUGMENT = {"rotation": 0.05, "zoom": 0.1, "translation": 0.1}
+FEW_IMAGES_AUGMENT = dict(AUGMENT_PRESETS["gentle"])  # no flips: a mirrored digit or letter is another class
 
 
 @dataclass(frozen=True)

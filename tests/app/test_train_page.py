@@ -253,3 +253,46 @@ def test_a_run_without_a_checkpoint_can_only_run_again(app_home: Path) -> None:
     assert not at.exception
     assert [b.label for b in at.button] == ["Run again from epoch 1"]
     assert "There is no checkpoint to resume from" in texts(at)
+
+
+def _recommended_text(at) -> str:
+    block = next(e for e in at.expander if e.label == "Recommended for this dataset")
+    return " ".join(m.value for m in block.markdown)
+
+
+def test_recommended_block_explains_each_choice_and_fills_the_form(app_home: Path) -> None:
+    from core.training.recommend import SCRATCH_EPOCHS, SCRATCH_PATIENCE
+
+    at = make_app(page=TRAIN, query=FAST)
+    at.run()
+    assert not at.exception
+    text = _recommended_text(at)
+    for line in ("**Model: tiny (a CNN trained from scratch).**", "**Image size: 16 px.**", "**Early stopping:",
+                 "**Augmentation: none.**", f"**Epochs: up to {SCRATCH_EPOCHS}.**"):
+        assert line in text
+    assert not [s for s in at.success if "uses the recommended settings" in s.value]
+    at.button(key="train_use_recommended").click().run()
+    assert not at.exception
+    assert at.selectbox(key="train_preset").value == "tiny"
+    assert at.select_slider(key="train_size_Preset").value == 16
+    assert at.number_input(key="train_epochs_Preset").value == SCRATCH_EPOCHS
+    assert at.number_input(key="train_patience").value == SCRATCH_PATIENCE
+    assert not at.error
+    assert [s for s in at.success if "uses the recommended settings" in s.value]
+
+
+def test_recommended_block_puts_photos_on_transfer_learning(app_home: Path, tmp_path: Path) -> None:
+    from core.training.recommend import TRANSFER_SIZE
+    from tests.data_factory import make_class_folder
+
+    folder = make_class_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=10, size=64)
+    at = make_app(page=TRAIN, query={"data": str(folder)})
+    at.run()
+    assert not at.exception
+    assert "**Model: MobileNetV2 transfer" in _recommended_text(at)
+    at.button(key="train_use_recommended").click().run()
+    assert not at.exception
+    assert at.segmented_control(key="train_arch_kind").value == "Transfer learning"
+    assert at.selectbox(key="train_backbone").value == "transfer:mobilenet_v2"
+    assert at.select_slider(key="train_size_Transfer learning").value == TRANSFER_SIZE
+    assert not at.error
