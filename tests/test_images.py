@@ -241,3 +241,17 @@ def test_verify_hashes_pixels_not_bytes(tmp_path: Path) -> None:
 
 def test_image_extensions_cover_the_supported_formats() -> None:
     assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic"} <= IMAGE_EXTENSIONS
+
+
+def test_max_side_decodes_big_jpegs_at_a_reduced_scale_never_below_it() -> None:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)).save(buf, "JPEG")
+    full = decode_image(buf.getvalue())
+    small = decode_image(buf.getvalue(), max_side=160)
+    assert full.shape == (1200, 1600, 3)
+    assert 160 <= min(small.shape[:2]) and max(small.shape[:2]) < 1600
+    assert small.shape[0] / small.shape[1] == pytest.approx(0.75, abs=0.01)
+    png = io.BytesIO()
+    Image.fromarray(full).save(png, "PNG")
+    assert decode_image(png.getvalue(), max_side=160).shape == full.shape  # only JPEG has a reduced scale

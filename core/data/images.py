@@ -213,14 +213,20 @@ def _to_array(im: Image.Image, channels: int | None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def decode_image(data: bytes | str | Path | BinaryIO, channels: int | None = 3) -> np.ndarray:
+def decode_image(data: bytes | str | Path | BinaryIO, channels: int | None = 3,
+                 max_side: int | None = None) -> np.ndarray:
     """Any supported image (bytes, path or open file) as a uint8 H x W x C array.
 
     EXIF orientation is applied, transparency is composited over white, palette/16-bit/CMYK are
     converted; ``channels=None`` keeps 1 channel for grayscale sources and gives 3 otherwise.
+    ``max_side`` lets a JPEG decode at a reduced scale (1/2 .. 1/8, never below ``max_side``): for
+    analyses that look at small versions of photos, not for model pixels.
     """
     raw, name = _read_bytes(data)
-    im = _load(_open(raw, name), name)
+    im = _open(raw, name)
+    if max_side and im.format == "JPEG" and max(im.size) >= 2 * max_side:
+        im.draft(im.mode if im.mode in ("L", "RGB") else None, (max_side, max_side))
+    im = _load(im, name)
     try:
         return _to_array(im, channels)
     except ImageDecodeError:

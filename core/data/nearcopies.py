@@ -228,7 +228,7 @@ def file_groups(files: Sequence[str], hashes: Sequence[str] | None = None,
         except (OSError, ValueError, KeyError):
             hit = None
     if hit is None:
-        loaders = [lambda f=f: decode_image(f, channels=1) for f in files]
+        loaders = [lambda f=f: decode_image(f, channels=1, max_side=SIDE) for f in files]
         found = find_groups(loaders, hashes)
         hit = sorted(sorted(files[i] for i in g) for g in found)
         if path is not None:
