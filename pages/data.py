@@ -42,9 +42,9 @@ MODES = ("Built-in", "Upload a zip", "Folder or zip on this computer")
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 10
 THUMB_PX = 72
-NEAR_COPY_PX = 96        # near-copies are compared by eye: a little larger than the class samples
+NEAR_COPY_PX = 104       # near-copies are compared by eye: a little larger than the class samples
 NEAR_COPY_GROUPS = 6     # example groups drawn; the table lists them all
-NEAR_COPY_PER_GROUP = 8
+NEAR_COPY_PER_GROUP = 3  # half the page's width
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -228,8 +228,8 @@ def overview(report: dict[str, Any]) -> None:
         metric_card("Skipped files", report["num_skipped"], "Files left out because they are not usable images.")
     with cols[4]:
         metric_card("Copies across splits", sum(copies_of_training(report).values()),
-                    "Validation and test pictures that are copies or near-copies (flipped, cropped, re-exposed...) "
-                    "of training pictures: above 0, their scores look better than they are.")
+                    "Validation and test pictures that copy a training picture, even flipped or cropped: "
+                    "scores on them look too good.")
 
 
 def problems(report: dict[str, Any]) -> None:
@@ -344,9 +344,11 @@ def near_copy_rows(home: str, source: str, split_json: str) -> list[dict[str, An
                 images.append(thumbnail(dataset.splits[item["split"]].image(i), NEAR_COPY_PX))
             except UserError:
                 continue
-            captions.append(f"{SPLIT_WORDS.get(item['split'], item['split'])}: {Path(item['file']).name[-16:]}")
+            name = Path(item["file"]).name
+            captions.append(f"{SPLIT_WORDS.get(item['split'], item['split'])}: "
+                            + (name if len(name) <= 14 else "…" + name[-13:]))
         rows.append({"splits": group["splits"], "labels": sorted({i["label"] for i in group["items"]}),
-                     "images": images, "captions": captions})
+                     "size": len(group["items"]), "images": images, "captions": captions})
     return rows
 
 
@@ -361,7 +363,8 @@ def near_copy_summary(near: dict[str, Any], crossing: int, set_aside: bool) -> N
                 "No near-copies are left: no picture is a flipped, cropped or re-exposed copy of another.",
                 icon=":material/check_circle:")
     else:
-        st.info(near["sentence"], icon=":material/check_circle:" if not near["num_groups"] else ":material/content_copy:")
+        icon = ":material/content_copy:" if near["num_groups"] else ":material/check_circle:"
+        st.info(near["sentence"], icon=icon)
     if not near["checked"]:
         explain("These pictures are held in memory, not as files: only identical pictures were compared, so flipped, "
                 "cropped or re-exposed copies would not be found.")
@@ -382,14 +385,16 @@ def near_copy_section(source: str, split: SplitConfig, report: dict[str, Any]) -
     set_aside_controls(source, split, report)
     if not near["groups"]:
         return
-    for n, row in enumerate(near_copy_rows(str(home_dir()), source, split.to_json()), 1):
-        if not row["images"]:
-            continue
-        cols = st.columns([1, 6], vertical_alignment="center")
-        splits = " + ".join(SPLIT_WORDS.get(s, s) for s in row["splits"])
-        classes = ("class " if len(row["labels"]) == 1 else "classes ") + ", ".join(row["labels"])
-        cols[0].markdown(f"**Group {n}**  \n{splits}  \n{classes}")
-        cols[1].image(row["images"], caption=row["captions"], width=NEAR_COPY_PX)
+    rows = near_copy_rows(str(home_dir()), source, split.to_json())
+    for first in range(0, len(rows), 2):  # two groups a row: six fit on a projected screen
+        for n, (col, row) in enumerate(zip(st.columns(2), rows[first:first + 2]), first + 1):
+            splits = " + ".join(SPLIT_WORDS.get(s, s) for s in row["splits"])
+            classes = ("class " if len(row["labels"]) == 1 else "classes ") + ", ".join(row["labels"])
+            shown = len(row["images"])
+            partial = f" · {shown} of its {row['size']} pictures" if row["size"] > shown else ""
+            col.markdown(f"**Group {n}** · {splits} · {classes}{partial}")
+            if row["images"]:
+                col.image(row["images"], caption=row["captions"], width=NEAR_COPY_PX)
     more = near["num_groups"] > NEAR_COPY_GROUPS
     explain("Each row is one photo in its different versions" + (
         f"; these {NEAR_COPY_GROUPS} of the {near['num_groups']} groups are those that cross splits first, and the "

@@ -125,11 +125,15 @@ def make_variant_export(src: Path, out: Path, *, per_class: int = 30, held_back_
 
 
 def split_export(variants: VariantSet, out: Path, every: int = 3) -> Path:
-    """The export as ``out/train`` and ``out/test`` class folders, as a user who split it by hand would:
-    the last variant of every ``every``-th photo goes to test, so those test pictures have near-copies in train."""
+    """The export as ``out/train`` and ``out/test`` class folders, as a user who split it by hand would.
+
+    Of every ``every`` photos, one has all its variants in test (a fair test picture) and one only its last
+    variant (a test picture with near-copies in training); the rest are in train.
+    """
     for k, group in enumerate(variants.groups):
         for j, rel in enumerate(group):
-            split = "test" if k % every == 0 and j == len(group) - 1 else "train"
+            leaked = k % every == 0 and j == len(group) - 1
+            split = "test" if leaked or k % every == 1 else "train"
             target = out / split / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes((variants.root / rel).read_bytes())

@@ -184,7 +184,7 @@ def test_near_copies_across_splits_are_shown_and_one_click_sets_them_aside(app_h
     assert set(table["split"]) == {"training", "test"} and table["group"].nunique() == 2
     assert {"test/a/a_mirror.png", "train/a/a_000.png"} <= set(table["file"])
     shown = texts(at)
-    assert "**Group 1**  \ntraining + test  \nclass a" in shown and "**Group 3**" not in shown
+    assert "**Group 1** · training + test · class a" in shown and "**Group 3**" not in shown
     assert len(at.get("image")) == 2 + 2  # a row of samples per class, a row of thumbnails per group
 
     at.button(key="data_set_aside_button").click().run()
