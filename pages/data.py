@@ -11,6 +11,7 @@ import ui  # noqa: F401  (first: see ui/__init__.py)
 # isort: split
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import SplitConfig
+from core.data.checks import copies_of_training, set_aside_notes
 from core.data.sources import split_choice, with_choice
 from core.errors import UserError
 from core.plots.data import category_bars, pixel_histogram_chart, size_chart, split_counts_chart
@@ -32,7 +34,7 @@ from ui.common import (
     teacher_mode,
     user_errors,
 )
-from ui.data_checks import render_data_checks
+from ui.data_checks import render_data_checks, set_aside_controls, with_set_aside
 from ui.engine import home_dir, load_dataset_cached
 from ui.library import library_cached, library_picker, upload_to_library
 
@@ -40,6 +42,10 @@ MODES = ("Built-in", "Your datasets", "Upload a zip", "Folder or zip on this com
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 10
 THUMB_PX = 72
+NEAR_COPY_PX = 104       # near-copies are compared by eye: a little larger than the class samples
+NEAR_COPY_GROUPS = 6     # example groups drawn; the table lists them all
+NEAR_COPY_PER_GROUP = 3  # half the page's width
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
 # ---------------------------------------------------------------- choosing a source
@@ -216,15 +222,18 @@ def overview(report: dict[str, Any]) -> None:
     with cols[3]:
         metric_card("Skipped files", report["num_skipped"], "Files left out because they are not usable images.")
     with cols[4]:
-        metric_card("Leaked pictures", report["num_duplicates_across_splits"],
-                    "Pictures found in more than one split: the test would partly check memory, not learning.")
+        metric_card("Copies across splits", sum(copies_of_training(report).values()),
+                    "Validation and test pictures that copy a training picture, even flipped or cropped: "
+                    "scores on them look too good.")
 
 
 def problems(report: dict[str, Any]) -> None:
-    """Warnings, notes, skipped files with reasons, leaked duplicates."""
-    for warning in report["warnings"]:
+    """Warnings, notes, skipped files with reasons (near-copies have their own section)."""
+    near_sentence = (report.get("near_copies") or {}).get("sentence")
+    warnings = [w for w in report["warnings"] if w != near_sentence]
+    for warning in warnings:
         st.warning(warning)
-    if not report["warnings"]:
+    if not warnings and not sum(copies_of_training(report).values()):
         st.success("No problems found: the classes are balanced enough, no leakage, nothing skipped.",
                    icon=":material/check_circle:")
     for note in report["notes"]:
@@ -233,12 +242,6 @@ def problems(report: dict[str, Any]) -> None:
         with st.expander(f"Skipped files ({report['num_skipped']})", expanded=report["num_skipped"] <= 10):
             st.dataframe(pd.DataFrame(report["skipped"]), hide_index=True, width="stretch", key="data_skipped")
             explain("These files were left out; the reason says what is wrong with each.")
-    if report["duplicates_across_splits"]:
-        rows = [{"copy": n, "split": i["split"], "file": i["file"], "label": i["label"]}
-                for n, group in enumerate(report["duplicates_across_splits"], 1) for i in group["items"]]
-        with st.expander(f"Pictures in more than one split ({report['num_duplicates_across_splits']})"):
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="data_leaks")
-            explain("The same picture in training and test lets the model be tested on what it memorised.")
     if report["duplicates_within_splits"]:
         explain(f"{report['duplicates_within_splits']} extra copies of the same picture inside a split "
                 "(harmless, but they count twice).")
@@ -255,7 +258,7 @@ def counts_section(report: dict[str, Any], figures: dict[str, Any]) -> None:
         st.dataframe(table, width="stretch", key="data_counts_table")
 
 
-def thumbnail(img: np.ndarray) -> bytes:
+def thumbnail(img: np.ndarray, side: int = THUMB_PX) -> bytes:
     """A PNG thumbnail: tiny images (digits are 8×8) upscaled with sharp pixels so they can be seen.
 
     Encoded once (the rows are cached) so a rerun does not re-encode dozens of arrays for st.image.
@@ -266,7 +269,7 @@ def thumbnail(img: np.ndarray) -> bytes:
 
     arr = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
     h, w = arr.shape[:2]
-    scale = THUMB_PX / max(h, w)
+    scale = side / max(h, w)
     pil = Image.fromarray(arr)
     resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
     buf = io.BytesIO()
@@ -310,6 +313,92 @@ def samples_section(source: str, split: SplitConfig, class_names: list[str]) -> 
         cols[0].markdown(f"**{row['name']}**  \n{row['count']} training images")
         cols[1].image(row["images"], caption=[c[-18:] for c in row["captions"]], width=THUMB_PX)
     explain("Random training images of each class (same seed, same picks). Look for wrong labels and odd ones out.")
+
+
+def _crossing_first(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups holding a training picture and a validation or test one first (stable otherwise)."""
+    return sorted(groups, key=lambda g: not ("train" in g["splits"] and len(g["splits"]) > 1))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def near_copy_rows(home: str, source: str, split_json: str) -> list[dict[str, Any]]:
+    """The first few near-copy groups as decoded thumbnails, with split + file name captions."""
+    dataset = load_dataset_cached(source, SplitConfig.from_json(split_json))
+    groups = _crossing_first(report_for(home, source, split_json)["near_copies"]["groups"])[:NEAR_COPY_GROUPS]
+    where = {name: {dataset.relative(f): i for i, f in enumerate(part.files)} if part.files is not None else None
+             for name, part in dataset.splits.items()}
+    rows = []
+    for group in groups:
+        images, captions = [], []
+        for item in group["items"][:NEAR_COPY_PER_GROUP]:
+            index = where[item["split"]]
+            i = index.get(item["file"]) if index is not None else int(item["file"].lstrip("#"))
+            if i is None:
+                continue
+            try:
+                images.append(thumbnail(dataset.splits[item["split"]].image(i), NEAR_COPY_PX))
+            except UserError:
+                continue
+            name = Path(item["file"]).name
+            captions.append(f"{SPLIT_WORDS.get(item['split'], item['split'])}: "
+                            + (name if len(name) <= 14 else "…" + name[-13:]))
+        rows.append({"splits": group["splits"], "labels": sorted({i["label"] for i in group["items"]}),
+                     "size": len(group["items"]), "images": images, "captions": captions})
+    return rows
+
+
+def near_copy_summary(near: dict[str, Any], crossing: int, set_aside: bool) -> None:
+    """What was found and why it matters, in one box."""
+    if crossing:
+        st.warning(near["sentence"], icon=":material/content_copy:")
+    elif set_aside:  # the report's own sentence still counts the pictures that were set aside
+        left = near["num_groups"]
+        st.info(f"{left} group(s) of near-copies ({near['num_pictures']} pictures) are left, each inside one split, "
+                "so validation and test are not flattered by them." if left else
+                "No near-copies are left: no picture is a flipped, cropped or re-exposed copy of another.",
+                icon=":material/check_circle:")
+    else:
+        icon = ":material/content_copy:" if near["num_groups"] else ":material/check_circle:"
+        st.info(near["sentence"], icon=icon)
+    if not near["checked"]:
+        explain("These pictures are held in memory, not as files: only identical pictures were compared, so flipped, "
+                "cropped or re-exposed copies would not be found.")
+    else:
+        explain("How they are found: distinctive spots of every picture are matched with the other pictures', and a "
+                "match counts only when one picture, turned, scaled or mirrored, lines up with the other. A photo "
+                "and its near-copy in two splits let validation accuracy look better than it is.")
+
+
+def near_copy_section(source: str, split: SplitConfig, report: dict[str, Any]) -> None:
+    """Near-copies: the count and why it matters, the one-click set-aside, example groups and the full table."""
+    near = report.get("near_copies")
+    if not near:
+        return
+    st.subheader("Near-copies")
+    crossing = sum(copies_of_training(report).values())
+    near_copy_summary(near, crossing, bool(set_aside_notes(report["notes"])))
+    set_aside_controls(source, split, report)
+    if not near["groups"]:
+        return
+    rows = near_copy_rows(str(home_dir()), source, split.to_json())
+    for first in range(0, len(rows), 2):  # two groups a row: six fit on a projected screen
+        for n, (col, row) in enumerate(zip(st.columns(2), rows[first:first + 2]), first + 1):
+            splits = " + ".join(SPLIT_WORDS.get(s, s) for s in row["splits"])
+            classes = ("class " if len(row["labels"]) == 1 else "classes ") + ", ".join(row["labels"])
+            shown = len(row["images"])
+            partial = f" · {shown} of its {row['size']} pictures" if row["size"] > shown else ""
+            col.markdown(f"**Group {n}** · {splits} · {classes}{partial}")
+            if row["images"]:
+                col.image(row["images"], caption=row["captions"], width=NEAR_COPY_PX)
+    more = near["num_groups"] > NEAR_COPY_GROUPS
+    explain("Each row is one photo in its different versions" + (
+        f"; these {NEAR_COPY_GROUPS} of the {near['num_groups']} groups are those that cross splits first, and the "
+        "table below lists every one." if more else "."))
+    rows = [{"group": n, "split": SPLIT_WORDS.get(i["split"], i["split"]), "file": i["file"], "label": i["label"]}
+            for n, group in enumerate(_crossing_first(near["groups"]), 1) for i in group["items"]]
+    with st.expander(f"All near-copy groups ({near['num_groups']} groups, {near['num_pictures']} pictures)"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="data_near_copies")
+        explain("One line per picture; pictures with the same group number are versions of one photo.")
 
 
 def shape_section(report: dict[str, Any], figures: dict[str, Any]) -> None:
@@ -356,6 +445,7 @@ def main() -> None:
             st.info("Upload a zip or type a path to see its health report.")
             return
         source = with_layout_choice(picked)
+        split = with_set_aside(source, split)
         report = report_for(str(home_dir()), source, split.to_json())
         figures = report_figures(str(home_dir()), source, split.to_json(), teacher)
         set_data_source(source)
@@ -368,6 +458,7 @@ def main() -> None:
         layout_section(report, picked)
         overview(report)
         problems(report)
+        near_copy_section(source, split, report)
         counts_section(report, figures)
         st.header("Sample images")
         samples_section(source, split, report["class_names"])

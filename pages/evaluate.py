@@ -34,6 +34,7 @@ from core.plots.evaluation import (
 )
 from core.training.results import evaluate_unfinished
 from ui.common import advanced, explain, metric_card, run_picker, source_name, teacher_mode, user_errors
+from ui.data_checks import set_aside_caption
 from ui.engine import get_manager, get_predictor, get_store
 from ui.gallery import (
     SplitImages,
@@ -503,6 +504,7 @@ def main() -> None:
     header(data)
     view = choose_view(data)
     metric_cards(view)
+    set_aside_caption(data.record.config, view.split)
     if view.epoch is None:  # the final model: is it learning at all, do validation and test agree
         show_run_warnings(get_manager().snapshot(run_id))
     images = SplitImages(data.record.config, view.split, view.preds.files)

@@ -32,6 +32,37 @@ def make_array(k: int, size: int = 16, rng: np.random.Generator | None = None, n
     return img.clip(0, 255).astype(np.uint8)
 
 
+def make_scene(seed: int, size: int = 64, shapes: int = 16) -> np.ndarray:
+    """A uint8 RGB picture of seeded coloured boxes and ellipses: enough structure for the near-copy check.
+
+    Noise patches have no distinctive spots to match, so near-copy tests flip or crop these instead.
+    """
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng([seed, 31])
+    im = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(im)
+    for _ in range(shapes):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 8, 2))
+        w, h = (int(v) for v in rng.integers(6, size // 2, 2))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x0 + w, y0 + h], fill=fill)
+    return np.asarray(im)
+
+
+def make_scene_splits(root: Path | str, per_split: dict[str, int], classes: Iterable[str] = ("a", "b"),
+                      size: int = 64) -> Path:
+    """``root/<split>/<class>/<class>_<i>.png`` of distinct scenes (no two are near-copies of each other)."""
+    root = Path(root)
+    seed = 0
+    for split, n in per_split.items():
+        for name in classes:
+            for i in range(n):
+                save_image(make_scene(seed, size), root / split / name / f"{name}_{i:03d}.png")
+                seed += 1
+    return root
+
+
 def save_image(arr: np.ndarray, path: Path | str, **save_kwargs) -> Path:
     """Write ``arr`` with the format given by the file extension."""
     path = Path(path)

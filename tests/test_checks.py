@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from core.config import AugmentConfig, ModelSpec, SplitConfig, TrainConfig
 from core.data.checks import (
@@ -14,11 +15,13 @@ from core.data.checks import (
     apply_fixes,
     brightness_shortcut,
     class_pixel_stats,
+    copies_of_training,
     pre_training_checks,
+    set_aside_notes,
 )
 from core.data.health import health_report
 from core.data.sources import load_dataset
-from tests.data_factory import make_class_folder, make_split_folders, save_image
+from tests.data_factory import make_class_folder, make_scene_splits, make_split_folders, save_image
 
 
 def _checks(source: str, config: TrainConfig) -> dict:
@@ -47,11 +50,18 @@ def test_leakage_offers_dropping_duplicates_and_the_fixed_split_has_none(tmp_pat
         shutil.copy(root / "train" / name / f"{name}_000.png", root / "test" / name / f"copy_{name}.png")
     config = TrainConfig(data=str(root), image_size=16)
     check = _checks(str(root), config)["leakage"]
-    assert "2 picture(s)" in check.sentence and check.fix == {"split.drop_duplicates": True}
+    assert "2 picture(s) in the test split are near-copies" in check.sentence
+    assert check.fix_label == "Set the near-copies aside" and check.fix == {"split.drop_duplicates": True}
     fixed = check.apply(config)
     before, after = load_dataset(str(root), config.split), load_dataset(str(root), fixed.split)
     assert health_report(before).num_duplicates_across_splits == 2
     assert health_report(after).num_duplicates_across_splits == 0
+    assert copies_of_training(health_report(before)) == {"val": 0, "test": 2}
+    assert copies_of_training(health_report(after)) == {"val": 0, "test": 0}
+    assert set_aside_notes(before.notes) == []
+    assert set_aside_notes(after.notes) == [
+        "2 of the 10 test pictures were copies or near-copies of training or validation pictures and were set aside: "
+        "test scores are on the other 8."]
     assert len(after.splits["test"]) == len(before.splits["test"]) - 2
     assert len(after.splits["train"]) == len(before.splits["train"])  # the training copy is kept
     assert after.split_hash != before.split_hash
@@ -118,3 +128,34 @@ def test_checks_accept_a_report_dict_and_an_augmented_config():
               "sizes": {"median": [64, 64]}}
     config = TrainConfig(image_size=32, augment=AugmentConfig.preset("light"))
     assert pre_training_checks(report, config) == []
+
+
+def test_leakage_counts_near_copies_not_only_identical_files(tmp_path: Path):
+    root = make_scene_splits(tmp_path / "near", per_split={"train": 12, "val": 4, "test": 4})
+    # Mirror images of three training pictures in validation: no identical file, but the same photos.
+    for k, name in enumerate(("a", "a", "b")):
+        src = root / "train" / name / f"{name}_00{k}.png"
+        save_image(np.asarray(Image.open(src))[:, ::-1], root / "val" / name / f"mirror_{k}.png")
+    config = TrainConfig(data=str(root), image_size=16)
+    ds = load_dataset(str(root), config.split)
+    report = health_report(ds)
+    assert report.num_duplicates_across_splits == 0
+    assert report.near_copies["val_in_train"] == 3
+    check = _checks(str(root), config)["leakage"]
+    assert check.sentence.startswith("3 picture(s) in the validation split are near-copies of pictures the model trains on")
+    assert copies_of_training(report) == {"val": 3, "test": 0}
+    fixed = load_dataset(str(root), check.apply(config).split)
+    assert len(fixed.splits["val"]) == len(ds.splits["val"]) - 3
+    assert copies_of_training(health_report(fixed)) == {"val": 0, "test": 0}
+    assert set_aside_notes(fixed.notes) == [
+        "3 of the 11 validation pictures were copies or near-copies of training pictures and were set aside: "
+        "validation scores are on the other 8."]
+
+
+def test_leakage_falls_back_to_exact_copies_in_a_report_without_near_copies():
+    report = {"counts": {"train": {"a": 50, "b": 50}}, "num_duplicates_across_splits": 4,
+              "sizes": {"median": [64, 64]}}
+    (check,) = pre_training_checks(report, TrainConfig(image_size=32, augment=AugmentConfig.preset("light")))
+    assert check.kind == "leakage" and check.sentence.startswith("4 picture(s) in validation or test are copies")
+    assert pre_training_checks(report, TrainConfig(image_size=32, augment=AugmentConfig.preset("light"),
+                                                   split=SplitConfig(drop_duplicates=True))) == []

@@ -13,7 +13,7 @@ from core.config import SplitConfig
 from core.data.health import health_report
 from core.data.sources import load_dataset
 from core.data.splits import _stratified
-from tests.variant_factory import make_scene_splits, make_variant_export
+from tests.variant_factory import make_copied_splits, make_variant_export
 
 RECALL_TARGET = 0.9
 PRECISION_TARGET = 0.95
@@ -80,7 +80,7 @@ def test_units_move_together_and_singletons_give_the_plain_split() -> None:
 
 
 def test_test_pictures_copying_training_ones_are_reported_and_set_aside(tmp_path: Path) -> None:
-    root, pairs = make_scene_splits(tmp_path / "data", classes=2, train=12, test=6, copied=3)
+    root, pairs = make_copied_splits(tmp_path / "data", classes=2, train=12, test=6, copied=3)
     report = health_report(load_dataset(str(root), SplitConfig(), home=tmp_path / "home")).to_dict()
     copies = report["near_copies"]
     found = {frozenset(i["file"] for i in g["items"]) for g in copies["groups"]}
@@ -94,13 +94,13 @@ def test_test_pictures_copying_training_ones_are_reported_and_set_aside(tmp_path
 
 
 def test_different_pictures_are_not_grouped(tmp_path: Path) -> None:
-    root, _ = make_scene_splits(tmp_path / "data", classes=3, train=15, test=5, copied=0)
+    root, _ = make_copied_splits(tmp_path / "data", classes=3, train=15, test=5, copied=0)
     ds = load_dataset(str(root), SplitConfig(), home=tmp_path / "home")
     assert health_report(ds).near_copies["num_groups"] == 0
 
 
 def test_groups_are_cached_on_disk_and_not_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root, pairs = make_scene_splits(tmp_path / "data", classes=2, train=6, test=3, copied=2)
+    root, pairs = make_copied_splits(tmp_path / "data", classes=2, train=6, test=3, copied=2)
     files = sorted(str(p) for p in root.rglob("*.*"))
     cache = tmp_path / "cache"
     first = nearcopies.file_groups(files, cache_dir=cache)
@@ -121,7 +121,7 @@ def test_groups_are_cached_on_disk_and_not_recomputed(tmp_path: Path, monkeypatc
 def test_inspect_json_lists_every_group_with_relative_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from core.cli import main
 
-    root, pairs = make_scene_splits(tmp_path / "data", classes=2, train=14, test=7, copied=6)
+    root, pairs = make_copied_splits(tmp_path / "data", classes=2, train=14, test=7, copied=6)
     assert main(["inspect", str(root), "--json", "--home", str(tmp_path / "home")]) == 0
     copies = json.loads(capsys.readouterr().out)["near_copies"]
     assert copies["num_groups"] == len(copies["groups"]) == len(pairs) > 10

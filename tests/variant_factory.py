@@ -130,22 +130,12 @@ def make_variant_export(src: Path, out: Path, *, per_class: int = 30, held_back_
 
 def scene(seed: int, size: int = 96) -> Image.Image:
     """A seeded picture with enough shapes and texture for local features (no two seeds alike)."""
-    from PIL import ImageDraw
+    from tests.data_factory import make_scene
 
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
-    im = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(im)
-    for _ in range(14):
-        x0, y0 = rng.integers(0, size, 2)
-        w, h = rng.integers(6, size // 3, 2)
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        box = (int(x0), int(y0), int(x0 + w), int(y0 + h))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    return im
+    return Image.fromarray(make_scene(seed, size))
 
 
-def make_scene_splits(root: Path, *, classes: int = 2, train: int = 12, test: int = 6, copied: int = 3,
+def make_copied_splits(root: Path, *, classes: int = 2, train: int = 12, test: int = 6, copied: int = 3,
                       seed: int = 0) -> tuple[Path, list[tuple[str, str]]]:
     """``root/train/<class>/`` and ``root/test/<class>/`` scenes; ``copied`` test pictures a class are
     variants of training pictures. Returns the folder and the (train file, test file) copy pairs."""
@@ -166,3 +156,19 @@ def make_scene_splits(root: Path, *, classes: int = 2, train: int = 12, test: in
             else:
                 scene(seed * 100_000 + k * 1000 + 500 + i).convert("RGB").save(root / rel, quality=90)
     return root, pairs
+
+
+def split_export(variants: VariantSet, out: Path, every: int = 3) -> Path:
+    """The export as ``out/train`` and ``out/test`` class folders, as a user who split it by hand would.
+
+    Of every ``every`` photos, one has all its variants in test (a fair test picture) and one only its last
+    variant (a test picture with near-copies in training); the rest are in train.
+    """
+    for k, group in enumerate(variants.groups):
+        for j, rel in enumerate(group):
+            leaked = k % every == 0 and j == len(group) - 1
+            split = "test" if leaked or k % every == 1 else "train"
+            target = out / split / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((variants.root / rel).read_bytes())
+    return out

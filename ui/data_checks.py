@@ -1,4 +1,4 @@
-"""Data checks: pixel statistics on the Data page, and warnings with one-click fixes before Start on Train."""
+"""Data checks: pixel statistics and the near-copy set-aside on the Data page, warnings with fixes before Start."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ import pandas as pd
 import streamlit as st
 
 from core.config import SplitConfig, TrainConfig, apply_changes
-from core.data.checks import DataCheck, brightness_shortcut, class_pixel_stats, pre_training_checks
+from core.data.checks import (
+    DataCheck,
+    brightness_shortcut,
+    class_pixel_stats,
+    pre_training_checks,
+    set_aside_notes,
+)
+from core.errors import UserError
 from core.plots.data import channel_stats_figure, class_brightness_figure
 from ui.common import explain, teacher_mode, user_errors
 from ui.engine import home_dir, load_dataset_cached
 
 CHART_CONFIG = {"displaylogo": False}
 FIXES_STATE = "train_fixes"
+SET_ASIDE_STATE = "data_set_aside"  # source -> the leakage fix applied on the Data page
 
 
 @st.cache_data(show_spinner="Checking the data…", max_entries=8)
@@ -96,6 +104,54 @@ def render_data_checks(source: str, split: SplitConfig, report: Mapping[str, Any
                 explain("No class stands out by brightness alone, so the model has to look at content, not exposure.")
 
 
+def with_set_aside(source: str, split: SplitConfig) -> SplitConfig:
+    """``split`` with the near-copy set-aside the user applied to this source on the Data page (if any)."""
+    fix = st.session_state.get(SET_ASIDE_STATE, {}).get(source)
+    return apply_changes(TrainConfig(data=source, split=split), fix).split if fix else split
+
+
+def _set_aside(source: str, fix: dict[str, Any]) -> None:
+    st.session_state.setdefault(SET_ASIDE_STATE, {})[source] = dict(fix)
+
+
+def _put_back(source: str) -> None:
+    st.session_state.setdefault(SET_ASIDE_STATE, {}).pop(source, None)
+
+
+def set_aside_controls(source: str, split: SplitConfig, report: Mapping[str, Any]) -> None:
+    """One click to set aside the validation / test pictures that copy training ones; once done, what it did."""
+    if source in st.session_state.get(SET_ASIDE_STATE, {}):
+        notes = set_aside_notes(report.get("notes") or [])
+        cols = st.columns([5, 1], vertical_alignment="center")
+        cols[0].success(" ".join(notes) or "Near-copies are set aside: none of the validation or test pictures "
+                        "needed it with these settings.", icon=":material/check:")
+        cols[1].button("Undo", key="data_put_back", on_click=_put_back, args=(source,),
+                       help="Score the set-aside pictures again (their scores will look better than they are).")
+        explain("The Train page uses this split: every run trained on it is scored only on pictures it never saw.")
+        return
+    leak = next((c for c in pre_training_checks(report, TrainConfig(data=source, split=split)) if c.kind == "leakage"),
+                None)
+    if leak is None:
+        return
+    st.button(leak.fix_label, key="data_set_aside_button", type="primary", icon=":material/filter_alt:",
+              on_click=_set_aside, args=(source, leak.fix))
+    explain(leak.fix_sentence)
+
+
+def set_aside_caption(config: TrainConfig, split_name: str) -> None:
+    """Under a run's scores: how many of that split's pictures were set aside as near-copies of training ones."""
+    if not config.split.drop_duplicates:
+        return
+    try:
+        notes = load_dataset_cached(config.data, config.split).notes
+    except UserError:  # the data is gone: the scores stand, the count cannot be shown
+        return
+    label = "test" if split_name == "test" else "validation"
+    for note in set_aside_notes(notes):
+        if f" {label} pictures were" in note:
+            explain(note)
+
+
 # ---------------------------------------------------------------- the Train page, before Start
 
 
@@ -145,7 +201,8 @@ def pretraining_checks(config: TrainConfig) -> TrainConfig:
 
 
 def _describe(fix: Mapping[str, Any]) -> str:
-    words = {"class_weights": "class weights on", "split.drop_duplicates": "duplicates dropped from validation and test",
+    words = {"class_weights": "class weights on",
+             "split.drop_duplicates": "near-copies of training pictures set aside from validation and test",
              "augment": "augmentation on (small turns, zooms and shifts)", "image_size": "image size {v} px",
              "split.val_fraction": "validation {v:.0%}", "split.test_fraction": "test {v:.0%}"}
     return ", ".join(words.get(k, f"{k} = {{v}}").format(v=v) for k, v in fix.items())

@@ -66,6 +66,7 @@ def data_picker() -> tuple[str, SplitConfig]:
         f"Split: {1 - split.val_fraction - split.test_fraction:.0%} training, {split.val_fraction:.0%} validation, "
         f"{split.test_fraction:.0%} test (seed {split.seed}"
         + (f", at most {split.limit_per_class} images a class" if split.limit_per_class else "")
+        + (", near-copies of training pictures set aside" if split.drop_duplicates else "")
         + "). Change it on the Data page."
     )
     return source, split

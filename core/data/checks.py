@@ -3,7 +3,8 @@
 Each check reads a dataset's health report (``core.data.health.health_report``) together with the
 ``TrainConfig`` about to start. A fix is a set of dotted-path config changes
 (``{"class_weights": True}``, ``{"split.drop_duplicates": True}``), applied with
-``core.config.apply_changes``: the UI, the CLI and the tests apply it the same way.
+``core.config.apply_changes``: the UI, the CLI and the tests apply it the same way. ``copies_of_training``
+and ``set_aside_notes`` read a report's near-copies and a dataset's notes for the pages.
 Pure Python: no TensorFlow, no streamlit.
 """
 
@@ -91,16 +92,52 @@ def _imbalance(train: Mapping[str, int], config: TrainConfig) -> DataCheck | Non
     )
 
 
+def copies_of_training(report: Any) -> dict[str, int]:
+    """Validation pictures copying a training picture and test pictures copying a training or validation one,
+    exactly or nearly: ``{"val": n, "test": m}`` (pictures already set aside no longer count)."""
+    r = _report_dict(report)
+    near = r.get("near_copies") or {}
+    if near:
+        return {"val": int(near.get("val_in_train") or 0), "test": int(near.get("test_in_train") or 0)}
+    groups = r.get("duplicates_across_splits")  # an older report: exact copies only
+    out = {"val": 0, "test": 0}
+    for group in groups or []:
+        splits = [i["split"] for i in group["items"]]
+        if "train" in splits:
+            for s in splits:
+                if s in out:
+                    out[s] += 1
+    return out
+
+
+def set_aside_notes(notes: Sequence[str]) -> list[str]:
+    """The dataset notes that say how many validation / test pictures were set aside as copies of training ones."""
+    return [n for n in notes if "were set aside" in n]
+
+
 def _leakage(r: Mapping[str, Any], config: TrainConfig) -> DataCheck | None:
-    n = int(r.get("num_duplicates_across_splits") or 0)
-    if n == 0 or config.split.drop_duplicates:
+    if config.split.drop_duplicates:
         return None
+    near = r.get("near_copies") or {}
+    if near:
+        val, test = int(near.get("val_in_train") or 0), int(near.get("test_in_train") or 0)
+        where = {(True, False): "the validation split", (False, True): "the test split"}.get(
+            (bool(val), bool(test)), f"validation ({val}) and test ({test})")
+    else:  # an older report: exact copies only, without the split they sit in
+        val, test, where = 0, int(r.get("num_duplicates_across_splits") or 0), "validation or test"
+    n = val + test
+    if n == 0:
+        return None
+    same = "near-copies" if near.get("checked") else "copies"
     return DataCheck(
         "leakage",
-        f"{n} picture(s) appear in more than one split (leakage): the model is tested on images it trained "
-        "on, so validation and test accuracy will look better than they really are.",
-        "Drop the duplicates",
-        "Copies in validation and test of pictures already in training (or validation) are left out.",
+        f"{n} picture(s) in {where} are {same} of pictures the model trains on (the same photo, perhaps flipped, cropped "
+        "or re-exposed): the model is scored on pictures it has in effect already seen, so validation and test "
+        "accuracy will look better than they really are.",
+        "Set the near-copies aside",
+        "Every validation or test picture that is a copy or near-copy of a picture in training (or, for test, "
+        "in validation) is left out of scoring; training keeps its copy, so the scores are on pictures the "
+        "model has never seen.",
         {"split.drop_duplicates": True},
     )
 

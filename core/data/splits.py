@@ -161,8 +161,9 @@ def _drop_leaked_copies(splits: dict[str, Split], units: dict[str, str], notes: 
             removed = len(part) - len(keep)
             if removed:
                 label = "validation" if name == "val" else "test"
+                earlier = "training" if name == "val" else "training or validation"
                 notes.append(f"{removed} of the {len(part)} {label} pictures were copies or near-copies of "
-                             f"training pictures and were set aside: {label} scores are on the other {len(keep)}.")
+                             f"{earlier} pictures and were set aside: {label} scores are on the other {len(keep)}.")
                 part = part.subset(keep)
         out[name] = part
         seen.update(keys)

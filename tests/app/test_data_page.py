@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from tests.app.conftest import make_app, texts
+from tests.data_factory import make_scene_splits, save_image
 
 DATA = "pages/data.py"
 
@@ -150,3 +151,92 @@ def test_a_zip_holding_a_zip_is_one_sentence(app_home: Path) -> None:
     at.run()
     assert not at.exception
     assert [e.value for e in at.error] == ["This zip holds another zip (inner.zip): unzip it once, or upload inner.zip."]
+
+
+def near_copy_folder(root: Path) -> Path:
+    """Own train / val / test folders; two test pictures are mirror images of training ones (near-copies)."""
+    make_scene_splits(root, {"train": 6, "val": 2, "test": 2})
+    for name in ("a", "b"):
+        mirror = np.asarray(Image.open(root / "train" / name / f"{name}_000.png"))[:, ::-1]
+        save_image(mirror, root / "test" / name / f"{name}_mirror.png")
+    return root
+
+
+def near_copy_table(at):
+    """The table of every near-copy group (one row per picture)."""
+    return next(d.value for d in at.dataframe if list(d.value.columns) == ["group", "split", "file", "label"])
+
+
+def open_folder(path: Path):
+    at = make_app(page=DATA)
+    at.run()
+    at.segmented_control(key="data_mode").set_value("Folder or zip on this computer").run()
+    at.text_input(key="data_path").set_value(str(path)).run()
+    assert not at.exception and not at.error
+    return at
+
+
+def test_near_copies_across_splits_are_shown_and_one_click_sets_them_aside(app_home: Path) -> None:
+    at = open_folder(near_copy_folder(app_home / "scenes"))
+    assert metric(at, "Copies across splits") == "2"
+    assert "Near-copies" in [s.value for s in at.subheader]
+    (warning,) = [w.value for w in at.warning if "group(s) of near-copies" in w.value]
+    assert "2 of the 6 test pictures are copies or near-copies of pictures the model" in warning
+    table = near_copy_table(at)
+    assert set(table["split"]) == {"training", "test"} and table["group"].nunique() == 2
+    assert {"test/a/a_mirror.png", "train/a/a_000.png"} <= set(table["file"])
+    shown = texts(at)
+    assert "**Group 1** · training + test · class a" in shown and "**Group 3**" not in shown
+    assert len(at.get("image")) == 2 + 2  # a row of samples per class, a row of thumbnails per group
+
+    at.button(key="data_set_aside_button").click().run()
+    assert not at.exception
+    assert metric(at, "Copies across splits") == "0"
+    assert at.success[-1].value.startswith("2 of the 6 test pictures were copies or near-copies of training "
+                                            "or validation pictures and were set aside: test scores are on the other 4.")
+    assert not [w for w in at.warning if "near-copies" in w.value]  # neither the report's nor the check's
+    assert "data_set_aside_button" not in [b.key for b in at.button]
+    at.switch_page("pages/train.py").run()  # the Train page trains on this split
+    assert not at.exception and "near-copies of training pictures set aside" in texts(at)
+    at.switch_page(DATA).run()
+    assert metric(at, "Copies across splits") == "0"
+
+    at.button(key="data_put_back").click().run()
+    assert metric(at, "Copies across splits") == "2"
+    assert '"drop_duplicates": false' in at.session_state["cnnlab_split_json"]
+
+
+def test_a_folder_whose_copies_stay_inside_one_split_says_so(app_home: Path) -> None:
+    root = make_scene_splits(app_home / "scenes", {"train": 6, "val": 2, "test": 2})
+    mirror = np.asarray(Image.open(root / "train" / "a" / "a_000.png"))[:, ::-1]
+    save_image(mirror, root / "train" / "a" / "a_mirror.png")
+    at = open_folder(root)
+    assert metric(at, "Copies across splits") == "0"
+    assert any("Each group is kept inside one split" in i.value for i in at.info)
+    assert "data_set_aside_button" not in [b.key for b in at.button]
+    assert set(near_copy_table(at)["split"]) == {"training"}
+
+
+def test_built_in_datasets_say_only_identical_pictures_were_compared(app_home: Path) -> None:
+    at = make_app(page=DATA, query={"data": "builtin:digits"})
+    at.run()
+    assert "only identical pictures were compared" in texts(at)
+
+
+def test_a_real_export_split_by_hand_shows_its_near_copies_and_sets_them_aside(app_home: Path, shared_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    from tests.variant_factory import make_variant_export, split_export
+
+    variants = make_variant_export(shared_dir / "datasets" / "sign-language-digits", tmp_path, per_class=3)
+    root = split_export(variants, app_home / "hands")
+    at = open_folder(root)
+    crossing = int(metric(at, "Copies across splits"))
+    assert crossing >= 1
+    table = near_copy_table(at)
+    assert {"training", "test"} <= set(table[table["group"] == 1]["split"])  # groups that cross come first
+    at.button(key="data_set_aside_button").click().run()
+    assert not at.exception
+    assert metric(at, "Copies across splits") == "0"
+    after = near_copy_table(at).groupby("group")["split"].agg(set)
+    assert not [g for g in after if "training" in g and len(g) > 1]  # no group crosses out of training any more
+    assert "pictures were copies or near-copies of training" in at.success[-1].value

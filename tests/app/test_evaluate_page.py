@@ -240,3 +240,26 @@ def test_no_runs_yet_points_to_train(home: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CNNLAB_HOME", str(home))
     at = open_evaluate()
     assert any("No finished run yet" in i.value for i in at.info)
+
+
+def test_scores_say_how_many_test_pictures_were_set_aside_as_near_copies(runs, home: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval_pages_runs import BASE, copy_run
+    from PIL import Image
+
+    from core.config import SplitConfig
+    from tests.data_factory import make_scene_splits, save_image
+
+    root = make_scene_splits(home / "scenes", {"train": 6, "val": 2, "test": 2})
+    for name in ("a", "b"):
+        save_image(np.asarray(Image.open(root / "train" / name / f"{name}_000.png"))[:, ::-1],
+                   root / "test" / name / f"{name}_mirror.png")
+    src, (run_a, _) = runs
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    sentence = ("2 of the 6 test pictures were copies or near-copies of training or validation pictures and were set aside: "
+                "test scores are on the other 4.")
+    aside = copy_run(src, run_a, home, BASE.replace(data=str(root), split=SplitConfig(drop_duplicates=True),
+                                                    name="set aside"), {})
+    assert sentence in [c.value for c in open_evaluate(aside).caption]
+    kept = copy_run(src, run_a, home, BASE.replace(data=str(root), split=SplitConfig(), name="kept"), {})
+    assert not [c.value for c in open_evaluate(kept).caption if "were set aside" in c.value]
