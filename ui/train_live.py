@@ -15,7 +15,15 @@ import streamlit as st
 
 from core.training.experiments.demo import DEMO_GROUP, DEMO_SOURCE, DEMO_SPLIT, demo_config
 from core.training.experiments.groups import GroupStatus, group_status
-from ui.common import POLL_SECONDS, current_run_id, explain, set_current_run_id, teacher_mode, user_errors
+from ui.common import (
+    POLL_SECONDS,
+    current_run_id,
+    explain,
+    set_current_run_id,
+    source_name,
+    teacher_mode,
+    user_errors,
+)
 from ui.engine import get_manager, get_store, session_owner
 from ui.grid import render_grid
 from ui.groups import training_groups
@@ -105,7 +113,7 @@ def demo_section() -> None:
     """Two buttons for the classroom lesson: overfit on purpose, then fix it."""
     st.subheader("Overfitting demo")
     explain(
-        f"Trains the `overfit_demo` network (a big dense head) on {DEMO_SOURCE} with only "
+        f"Trains the `overfit_demo` network (a big dense head) on the {source_name(DEMO_SOURCE)} dataset with only "
         f"{DEMO_SPLIT.train_fraction:.0%} of the training images (about 9 a class) and no augmentation: within a minute the "
         "training loss keeps falling while the validation loss turns up. The second button trains the same "
         "network with augmentation, dropout and early stopping, shown side by side.",
