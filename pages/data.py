@@ -34,9 +34,9 @@ from ui.common import (
     teacher_mode,
     user_errors,
 )
-from ui.data_checks import render_data_checks, set_aside_controls, with_set_aside
+from ui.data_checks import health_for, render_data_checks, set_aside_controls, with_set_aside
 from ui.engine import home_dir, load_dataset_cached
-from ui.library import library_cached, library_picker, upload_to_library
+from ui.library import library_picker, upload_to_library
 
 MODES = ("Built-in", "Your datasets", "Upload a zip", "Folder or zip on this computer")
 SAMPLES_PER_CLASS = 8
@@ -182,19 +182,10 @@ def layout_section(report: dict[str, Any], picked: str) -> None:
 # ---------------------------------------------------------------- the health report
 
 
-@st.cache_data(show_spinner="Checking every image…", max_entries=8)
-def report_for(home: str, source: str, split_json: str) -> dict[str, Any]:
-    """The health report as plain data, computed once per source and split."""
-    from core.data.health import health_report
-
-    return library_cached(source, f"health-report:{split_json}", lambda: health_report(
-        load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict())
-
-
 @st.cache_resource(show_spinner=False, max_entries=16)
 def report_figures(home: str, source: str, split_json: str, teacher: bool) -> dict[str, Any]:
     """The health report's charts, built once per dataset, split and mode (the page redraws often)."""
-    report = report_for(home, source, split_json)
+    report = health_for(home, source, split_json)
     figures = {
         "counts": split_counts_chart(report["counts"], teacher_mode=teacher),
         "sizes": size_chart(report["sizes"].get("top", []), teacher_mode=teacher),
@@ -324,7 +315,7 @@ def _crossing_first(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def near_copy_rows(home: str, source: str, split_json: str) -> list[dict[str, Any]]:
     """The first few near-copy groups as decoded thumbnails, with split + file name captions."""
     dataset = load_dataset_cached(source, SplitConfig.from_json(split_json))
-    groups = _crossing_first(report_for(home, source, split_json)["near_copies"]["groups"])[:NEAR_COPY_GROUPS]
+    groups = _crossing_first(health_for(home, source, split_json)["near_copies"]["groups"])[:NEAR_COPY_GROUPS]
     where = {name: {dataset.relative(f): i for i, f in enumerate(part.files)} if part.files is not None else None
              for name, part in dataset.splits.items()}
     rows = []
@@ -446,7 +437,7 @@ def main() -> None:
             return
         source = with_layout_choice(picked)
         split = with_set_aside(source, split)
-        report = report_for(str(home_dir()), source, split.to_json())
+        report = health_for(str(home_dir()), source, split.to_json())
         figures = report_figures(str(home_dir()), source, split.to_json(), teacher)
         set_data_source(source)
         set_split(split)

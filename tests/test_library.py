@@ -167,3 +167,21 @@ def test_ids_and_stems() -> None:
     assert display_stem("/home/me/pictures/bears/") == "bears"
     assert display_stem("/home/x/datasets/0123456789abcdef") == "an unpacked zip"
     assert display_stem("deadbeef-cats.zip") == "deadbeef-cats"  # a person's own name stays whole
+
+
+def test_a_library_zip_that_also_holds_a_zip_says_so_and_keeps_its_pictures(tmp_path: Path) -> None:
+    z = hands_zip(tmp_path)
+    with zipfile.ZipFile(z, "a") as zf:
+        zf.writestr("more.zip", b"PK\x05\x06" + b"\0" * 18)  # an empty zip inside
+    entry = DatasetLibrary(tmp_path / "home").add_zip(z)
+    ds = load_dataset(entry.source, home=tmp_path / "home")
+    assert entry.images == 12
+    assert any("another zip (more.zip)" in n for n in ds.notes)
+
+
+def test_a_new_library_object_sees_a_change_made_through_another(tmp_path: Path) -> None:
+    first, second = DatasetLibrary(tmp_path / "home"), DatasetLibrary(tmp_path / "home")
+    entry = first.add_zip(hands_zip(tmp_path))
+    assert second.get(entry.id) is not None  # read, and remembered
+    first.rename(entry.id, "signs")
+    assert second.get(entry.id).name == "signs"  # the changed manifest is read again

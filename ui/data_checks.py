@@ -19,18 +19,24 @@ from core.errors import UserError
 from core.plots.data import channel_stats_figure, class_brightness_figure
 from ui.common import explain, teacher_mode, user_errors
 from ui.engine import home_dir, load_dataset_cached
+from ui.library import library_cached
 
 CHART_CONFIG = {"displaylogo": False}
 FIXES_STATE = "train_fixes"
 SET_ASIDE_STATE = "data_set_aside"  # source -> the leakage fix applied on the Data page
 
 
-@st.cache_data(show_spinner="Checking the data…", max_entries=8)
+@st.cache_data(show_spinner="Checking every image…", max_entries=8)
 def health_for(home: str, source: str, split_json: str) -> dict[str, Any]:
-    """The health report as plain data, once per source and split."""
+    """The health report as plain data, once per source and split (kept with a library dataset across restarts).
+
+    The library key holds the source's layout choice too: another reading of the folders is another report.
+    """
     from core.data.health import health_report
 
-    return health_report(load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict()
+    choice = source.partition("?")[2]
+    return library_cached(source, f"health-report:{choice}:{split_json}", lambda: health_report(
+        load_dataset_cached(source, SplitConfig.from_json(split_json))).to_dict())
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -20,8 +20,7 @@ KINDS = {"transfer": "Transfer learning", "scratch": "Preset"}   # ui.train_form
 @st.cache_data(show_spinner="Choosing settings for this dataset…", max_entries=8)
 def recommendation_for(home: str, source: str, split_json: str) -> Recommendation:
     """The recommendation for a dataset and split, once per dataset (its health report is cached too)."""
-    rec = recommend(facts_from_report(health_for(home, source, split_json)))
-    return with_download_note(rec)
+    return recommend(facts_from_report(health_for(home, source, split_json)))
 
 
 def preset_of(augment: AugmentConfig) -> str:
@@ -54,7 +53,7 @@ def _apply(values: dict[str, Any]) -> None:
 def recommended_settings(source: str, split: SplitConfig) -> None:
     """Each recommended choice with its sentence, and "Use these settings", which fills the form below."""
     try:
-        rec = recommendation_for(str(home_dir()), source, split.to_json())
+        rec = with_download_note(recommendation_for(str(home_dir()), source, split.to_json()))  # the file may arrive
     except UserError:  # the form above already said why the data cannot load
         return
     values = form_values(rec)

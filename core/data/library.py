@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from core.data.folders import load_folder
-from core.data.images import IMAGE_EXTENSIONS
+from core.data.layouts import direct_images, subdirs
 from core.data.zips import file_hash, resolve_home, unpack_zip
 from core.errors import UserError
 from core.store.files import atomic_write_bytes, atomic_write_json
@@ -40,6 +40,8 @@ MAX_NAME = 80
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{12}-")  # what the Data page used to prefix uploads with
 _ALL_HASH = re.compile(r"[0-9a-f]{16,64}")  # the folder a zip is unpacked into
 _local_lock = threading.Lock()
+_PARSED_LOCK = threading.Lock()
+_PARSED: dict[tuple, dict[str, LibraryEntry]] = {}  # manifest stamp -> its entries (frozen dataclasses)
 
 
 def library_source(entry_id: str) -> str:
@@ -97,7 +99,7 @@ class LibraryEntry:
 
 
 class DatasetLibrary:
-    """The datasets stored under ``<home>/library``; every call reads the manifest, so objects never go stale."""
+    """The datasets stored under ``<home>/library``; every call checks the manifest, so objects never go stale."""
 
     def __init__(self, home: Path | str | None = None) -> None:
         self.home = resolve_home(home)
@@ -149,8 +151,7 @@ class DatasetLibrary:
             staging = self.root / f".staging-{content[:16]}-{secrets.token_hex(4)}"
             try:
                 unpack_zip(path, staging)
-                (staging / ".complete").unlink(missing_ok=True)
-                if not any(p.is_file() for p in staging.rglob("*")):
+                if not any(p.is_file() and not p.name.startswith(".") for p in staging.rglob("*")):
                     raise UserError(f"'{display_stem(file_name)}' holds no pictures, so it was not added to the "
                                     "library: put one folder of pictures per class in the zip.")
                 with self._locked() as entries:
@@ -300,7 +301,19 @@ class DatasetLibrary:
         return next((e for e in self._read().values() if e.content == content), None)
 
     def _read(self) -> dict[str, LibraryEntry]:
+        """The entries (a fresh dict each call); the manifest is parsed again only when the file changed."""
         path = self.root / MANIFEST
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            st = None
+        stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
+        with _PARSED_LOCK:
+            hit = _PARSED.get(stamp) if stamp is not None else None
+        if hit is not None:
+            return dict(hit)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -315,7 +328,11 @@ class DatasetLibrary:
             except (TypeError, KeyError):
                 continue  # a record from a newer format: leave it out rather than fail the whole list
             entries[entry.id] = entry
-        return entries
+        if stamp is not None:
+            with _PARSED_LOCK:
+                _PARSED.clear()  # one manifest per home is read at a time in practice: keep only the newest
+                _PARSED[stamp] = entries
+        return dict(entries)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, LibraryEntry]]:
@@ -381,10 +398,5 @@ def _clean_class(name: str) -> str:
 
 def _count_images(folder: Path) -> tuple[list[str], int]:
     """The class folders that hold pictures and how many pictures there are (files, not decoded)."""
-    names, count = [], 0
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        n = sum(1 for f in sub.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        if n:
-            names.append(sub.name)
-            count += n
-    return names, count
+    counts = {sub.name: len(direct_images(sub)) for sub in subdirs(folder)}
+    return [name for name, n in counts.items() if n], sum(counts.values())

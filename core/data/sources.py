@@ -94,10 +94,7 @@ def _load_path(path: Path, params: dict[str, str], home: Path) -> Pool:
         root = extract_zip(path, home)
         pool = load_folder(_sub_folder(root, params, path.name), params)
         pool.name = display_stem(path.name) if not params.get("root") else pool.name
-        inner = zips_inside(root)
-        if inner:
-            pool.notes.append(f"The zip also holds another zip ({', '.join(inner[:3])}), which was not opened: "
-                              "unzip it once to use its pictures too.")
+        _note_inner_zips(pool, root)
         return pool
     return load_folder(_sub_folder(path, params, path.name), params)
 
@@ -125,4 +122,13 @@ def _load_library(source: str, home: Path) -> Pool:
     _, params = _parse_query(source)
     pool = load_folder(_sub_folder(entry.folder, params, entry.name), params)
     pool.name = entry.name
+    _note_inner_zips(pool, entry.folder)
     return pool
+
+
+def _note_inner_zips(pool: Pool, extracted: Path) -> None:
+    """An unzipped upload that also held zips says so (they are not opened)."""
+    inner = zips_inside(extracted)
+    if inner:
+        pool.notes.append(f"The zip also holds another zip ({', '.join(inner[:3])}), which was not opened: "
+                          "unzip it once to use its pictures too.")
